@@ -1,0 +1,146 @@
+"""Load, merge and validate DepthDif configs against the one shared JSON schema."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_FILE = "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or key is wrong; the message names it and says what to do."""
+
+
+def schema_path() -> Path:
+    """Path of the schema file shipped inside the package (also used by the Snakefile)."""
+    return Path(str(resources.files("depthdif") / SCHEMA_FILE))
+
+
+def load_schema() -> dict:
+    return yaml.safe_load(schema_path().read_text())
+
+
+def deep_merge(base: Mapping, override: Mapping) -> dict:
+    """Merge ``override`` into ``base`` the way Snakemake merges several --configfile files."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _with_defaults(validator_class):
+    """A validator that fills schema defaults in place (as snakemake.utils.validate(set_default=True))."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if "default" in subschema and name not in instance:
+                    instance[name] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(jsonschema.Draft202012Validator)
+
+
+def _key_of(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "<top level>"
+
+
+def validate_config(config: dict, origin: str = "config") -> dict:
+    """Validate ``config`` in place, filling defaults; raise ConfigError naming the bad key."""
+    validator = _Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  - key '{_key_of(e)}': {e.message}" for e in errors[:10]]
+        raise ConfigError(
+            f"invalid {origin}:\n" + "\n".join(lines) + "\nFix these keys (see config/config.yaml for "
+            "every key with its default) and run again."
+        )
+    _check_consistency(config)
+    return config
+
+
+def _check_consistency(config: dict) -> None:
+    """Rules the schema cannot express."""
+    export, dataset = config["export"], config["dataset"]
+    if export["stride"] > export["patch_size"]:
+        raise ConfigError(
+            f"export.stride ({export['stride']}) is larger than export.patch_size ({export['patch_size']}): "
+            "pixels between tiles would never be exported; use stride <= patch_size."
+        )
+    if dataset["mask_patch_min"] > dataset["mask_patch_max"]:
+        raise ConfigError(
+            f"dataset.mask_patch_min ({dataset['mask_patch_min']}) > dataset.mask_patch_max "
+            f"({dataset['mask_patch_max']}); swap them."
+        )
+    if config["source"]["kind"] == "local" and not config["source"]["local_dir"]:
+        raise ConfigError("source.kind is 'local' but source.local_dir is not set: give the folder of *.nc files.")
+    if "eo_4band" in config["variants"] and len(export["depth_indices"]) < 2:
+        raise ConfigError(
+            "variant eo_4band needs export.depth_indices with the surface first and at least one deeper level."
+        )
+    if dataset["temp_v1_band"] >= len(export["depth_indices"]):
+        raise ConfigError(
+            f"dataset.temp_v1_band ({dataset['temp_v1_band']}) is not one of the "
+            f"{len(export['depth_indices'])} exported channels (export.depth_indices)."
+        )
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def load_config(paths: Iterable[str | Path], overrides: Mapping | None = None) -> dict:
+    """Read config files in order (later ones win, deep-merged), apply overrides, validate."""
+    config: dict = {}
+    names = []
+    for path in paths:
+        config = deep_merge(config, read_yaml(path))
+        names.append(str(path))
+    if overrides:
+        config = deep_merge(config, overrides)
+    return validate_config(config, origin="config from " + (", ".join(names) or "defaults"))
+
+
+def expand_years(years: list[int] | str) -> list[int]:
+    """`[2010, 2012]` stays a list of years; `'2000-2025'` becomes every year of that range."""
+    if isinstance(years, str):
+        first, last = (int(part) for part in years.split("-"))
+        if last < first:
+            raise ConfigError(f"source.years range '{years}' ends before it starts")
+        return list(range(first, last + 1))
+    return sorted(set(years))
+
+
+def months_of(config: Mapping) -> list[tuple[int, int]]:
+    """The (year, month) pairs the source covers, in time order."""
+    source = config["source"]
+    return [(y, m) for y in expand_years(source["years"]) for m in sorted(set(source["months"]))]
+
+
+def get_path(config: Mapping, *parts: str, root: str = "data_dir") -> Path:
+    return Path(config[root]).joinpath(*parts)

@@ -1,0 +1,1 @@
+"""Where raw NetCDF months come from: Copernicus Marine, a synthetic ocean, or a local folder."""
