@@ -6,7 +6,6 @@ import copy
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import yaml
@@ -59,21 +58,31 @@ def _key_of(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line per error that names the full dotted key the user has to fix."""
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        prefix = _key_of(error) + "." if error.absolute_path else ""
+        unknown = sorted(prefix + str(k) for k in error.instance if k not in known)
+        return f"  - unknown key {', '.join(repr(k) for k in unknown)}: not a DepthDif setting (typo?)"
+    return f"  - key '{_key_of(error)}': {error.message}"
+
+
 def validate_config(config: dict, origin: str = "config") -> dict:
     """Validate ``config`` in place, filling defaults; raise ConfigError naming the bad key."""
     validator = _Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = [f"  - key '{_key_of(e)}': {e.message}" for e in errors[:10]]
+        lines = [_describe(e) for e in errors[:10]]
         raise ConfigError(
-            f"invalid {origin}:\n" + "\n".join(lines) + "\nFix these keys (see config/config.yaml for "
-            "every key with its default) and run again."
+            f"invalid {origin}:\n" + "\n".join(lines) + f"\nFix these keys (every key, its type and default "
+            f"is listed in {schema_path()}) and run again."
         )
-    _check_consistency(config)
+    check_consistency(config)
     return config
 
 
-def _check_consistency(config: dict) -> None:
+def check_consistency(config: dict) -> None:
     """Rules the schema cannot express."""
     export, dataset = config["export"], config["dataset"]
     if export["stride"] > export["patch_size"]:

@@ -1,0 +1,62 @@
+"""Where the fixed-size patches of a grid start, and how much of each one is no-data.
+
+A grid is cut into ``size``-pixel tiles every ``stride`` pixels. When ``stride`` does not divide the grid,
+the last tile of a row/column is shifted inward (it starts at ``n - size``) so the edge of the grid is
+exported too instead of being dropped; that last tile then overlaps its neighbour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class TilingError(ValueError):
+    """A grid cannot be tiled with the requested patch size / stride; the message says what to change."""
+
+
+def tile_starts(n: int, size: int, stride: int) -> list[int]:
+    """Start offsets of ``size``-long tiles along an axis of ``n`` pixels, every pixel covered at least once.
+
+    Starts are ``0, stride, 2*stride, ...``; if the last regular tile ends before ``n`` one more tile
+    starting at ``n - size`` is added (shifted inward, so it overlaps the previous one).
+    """
+    if size < 1 or stride < 1:
+        raise TilingError(f"patch size ({size}) and stride ({stride}) must both be >= 1")
+    if stride > size:
+        raise TilingError(
+            f"stride ({stride}) > patch size ({size}) would skip pixels between tiles; use stride <= size"
+        )
+    if n < size:
+        raise TilingError(
+            f"the grid axis has {n} pixels, fewer than one patch of {size}: "
+            f"lower export.patch_size to at most {n} or use a larger region"
+        )
+    starts = list(range(0, n - size + 1, stride))
+    if starts[-1] + size < n:
+        starts.append(n - size)
+    return starts
+
+
+def tile_origins(shape: tuple[int, int], size: int, stride: int) -> list[tuple[int, int]]:
+    """All (y0, x0) tile origins of a 2-D grid, row-major."""
+    ys = tile_starts(shape[0], size, stride)
+    xs = tile_starts(shape[1], size, stride)
+    return [(y0, x0) for y0 in ys for x0 in xs]
+
+
+def tile_fractions(mask: np.ndarray, origins: list[tuple[int, int]], size: int) -> np.ndarray:
+    """Fraction of True pixels of ``mask`` (H, W) in each ``size`` x ``size`` tile at ``origins``.
+
+    Uses a summed-area table, so the cost is one pass over the grid whatever the overlap of the tiles.
+    """
+    if mask.ndim != 2:
+        raise TilingError(f"mask must be 2-D (H, W), got shape {mask.shape}")
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1, out=table[1:, 1:])
+    if not origins:
+        return np.zeros(0, dtype=np.float64)
+    y0 = np.array([o[0] for o in origins])
+    x0 = np.array([o[1] for o in origins])
+    y1, x1 = y0 + size, x0 + size
+    counts = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    return counts / float(size * size)

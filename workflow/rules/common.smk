@@ -1,0 +1,39 @@
+# Config validation (the same schema file the CLI uses) and the paths every rule shares.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+from depthdif.config import check_consistency
+
+
+validate(config, schema="../../src/depthdif/config.schema.yaml")
+check_consistency(config)
+
+DATA = Path(config["data_dir"])
+RESULTS = Path(config["results_dir"])
+LOGS = Path("logs")
+ALL_VARIANTS = ["temp_v1", "eo_4band"]
+
+RAW_MANIFEST = DATA / "raw" / "manifest.csv"
+PATCH_INDEX = DATA / "patches" / "patch_index_with_paths.csv"
+SPLIT_INDEX = DATA / "patches" / "patch_index_split.csv"
+
+
+def model_ckpt(variant):
+    return RESULTS / variant / "model.ckpt"
+
+
+def eval_metrics(variant):
+    return RESULTS / variant / "eval" / "metrics.csv"
+
+
+def final_outputs():
+    """The default target: every configured variant trained and evaluated."""
+    return [eval_metrics(v) for v in config["variants"]]
+
+
+def train_gpus():
+    return 1 if config["train"]["accelerator"] in ("gpu", "cuda") else 0
+
+# The one software environment of every rule (used with `--sdm conda`).
+CONDA_ENV = "../../environment.yml"

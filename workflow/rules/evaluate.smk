@@ -1,0 +1,39 @@
+# One evaluation rule per variant (contract targets evaluate_temp_v1, evaluate_eo_4band).
+for _variant in ALL_VARIANTS:
+
+    rule:
+        name:
+            f"evaluate_{_variant}"
+        input:
+            index=SPLIT_INDEX,
+            model=model_ckpt(_variant),
+        output:
+            metrics=report(
+                eval_metrics(_variant),
+                category="Scores",
+                subcategory=_variant,
+                caption="../report/metrics.rst",
+            ),
+            summary=RESULTS / _variant / "eval" / "metrics.json",
+            figures=report(
+                directory(RESULTS / _variant / "eval" / "figures"),
+                patterns=["{name}.png"],
+                category="Figures",
+                subcategory=_variant,
+                caption="../report/figures.rst",
+            ),
+            reconstruction=RESULTS / _variant / "eval" / "reconstruction.nc",
+        params:
+            variant=_variant,
+            settings={k: config[k] for k in ("dataset", "evaluate", "seed")},
+        threads: 2
+        resources:
+            gpu=train_gpus(),
+            mem_mb=8000,
+            runtime=120,
+        conda:
+            CONDA_ENV
+        log:
+            LOGS / f"evaluate_{_variant}.log",
+        script:
+            "../scripts/evaluate.py"
