@@ -1,0 +1,128 @@
+"""Purely spatial gap-fillers: mean fill, nearest neighbour, linear (Delaunay), IDW, biharmonic.
+
+Each takes one band of one patch (see :mod:`depthdif.baselines._common` for the conventions) and uses only
+that band's observed pixels.  Distances are Euclidean in pixels, straight across land: the patches are
+small (32-128 px at 1/12°) and the alternative, geodesic distance around coasts, is not what a quick
+classical estimate would use either.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from scipy import ndimage
+from scipy.interpolate import griddata
+from scipy.spatial import QhullError, cKDTree
+from skimage.restoration import inpaint_biharmonic
+
+from ._common import Observations, all_nan, finish, gather_observations, require_observations
+
+logger = logging.getLogger(__name__)
+
+IDW_POWER = 2.0
+
+
+def mean_fill(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
+    """Every hidden ocean pixel gets the mean of the band's observed pixels in this patch."""
+    data = gather_observations(obs, land)
+    if not data.ocean.any():
+        return all_nan(data.shape)
+    require_observations(data, "mean_fill")
+    return finish(np.full(data.shape, data.values.mean()), data)
+
+
+def nearest(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
+    """Each hidden ocean pixel copies the nearest observed pixel (ties broken by the EDT's scan order)."""
+    data = gather_observations(obs, land)
+    if not data.ocean.any():
+        return all_nan(data.shape)
+    require_observations(data, "nearest")
+    return finish(_nearest_fill(_grid(data), data.observed), data)
+
+
+def _grid(data: Observations) -> np.ndarray:
+    """The observed values on the patch grid, zeros elsewhere."""
+    grid = np.zeros(data.shape)
+    grid[data.rows, data.cols] = data.values
+    return grid
+
+
+def _nearest_fill(grid: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``grid`` with every unknown pixel replaced by the value of the nearest known one."""
+    # distance_transform_edt measures the distance to the nearest zero, so known pixels are the zeros
+    idx = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
+    return grid[idx[0], idx[1]]
+
+
+def linear(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
+    """Linear interpolation on the Delaunay triangulation of the observations; nearest outside their hull.
+
+    Fewer than three observations, or observations all on one line, have no triangulation: the whole
+    band then falls back to nearest neighbour (logged at debug level).
+    """
+    data = gather_observations(obs, land)
+    if not data.ocean.any():
+        return all_nan(data.shape)
+    require_observations(data, "linear")
+    fallback = _nearest_fill(_grid(data), data.observed)
+    hidden = data.ocean & ~data.observed
+    if not hidden.any():
+        return finish(fallback, data)
+    estimate = fallback.copy()
+    if data.count >= 3:
+        targets = np.column_stack(np.nonzero(hidden)).astype(np.float64)
+        try:
+            values = griddata(data.points, data.values, targets, method="linear")
+        except QhullError:
+            logger.debug("linear: observations are collinear; using nearest neighbour for this band")
+        else:
+            inside = np.isfinite(values)
+            estimate[hidden] = np.where(inside, values, fallback[hidden])
+    return finish(estimate, data)
+
+
+def idw(obs: np.ndarray, land: np.ndarray, k: int = 8) -> np.ndarray:
+    """Inverse-distance weighting (power 2) of the ``k`` nearest observations of each hidden pixel.
+
+    ``k`` is ``evaluate.idw_neighbours`` in the config; with fewer observations than ``k`` all are used.
+    """
+    if int(k) < 1:
+        raise ValueError(f"idw: k (evaluate.idw_neighbours) must be >= 1, got {k}")
+    data = gather_observations(obs, land)
+    if not data.ocean.any():
+        return all_nan(data.shape)
+    require_observations(data, "idw")
+    hidden = data.ocean & ~data.observed
+    estimate = np.zeros(data.shape)
+    if hidden.any():
+        k_used = min(int(k), data.count)
+        targets = np.column_stack(np.nonzero(hidden)).astype(np.float64)
+        dist, idx = cKDTree(data.points).query(targets, k=k_used)
+        dist = dist.reshape(len(targets), k_used)
+        idx = idx.reshape(len(targets), k_used)
+        # hidden pixels never coincide with an observation, so every distance is >= 1 px
+        weights = dist**-IDW_POWER
+        estimate[hidden] = (weights * data.values[idx]).sum(axis=1) / weights.sum(axis=1)
+    return finish(estimate, data)
+
+
+def biharmonic(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
+    """Biharmonic inpainting (skimage) of every pixel that is not an observed ocean pixel.
+
+    Land is inpainted together with the hidden ocean rather than filled first with made-up values:
+    only real observations act as boundary data, and the land estimate is discarded afterwards.
+    """
+    data = gather_observations(obs, land)
+    if not data.ocean.any():
+        return all_nan(data.shape)
+    require_observations(data, "biharmonic")
+    if data.count == 1:
+        # the biharmonic solution with one known value is that constant; skip the sparse solve
+        return finish(np.full(data.shape, data.values[0]), data)
+    unknown = ~data.observed
+    # centring keeps the sparse solve well scaled whether the band is in °C, K or z-score
+    centre = data.values.mean()
+    image = np.where(data.observed, _grid(data) - centre, 0.0)
+    filled = inpaint_biharmonic(image, unknown) + centre
+    return finish(filled, data)

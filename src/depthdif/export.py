@@ -1,0 +1,464 @@
+"""Export stage: cut monthly GLORYS-layout NetCDF files into fixed-size patches (.npy) plus an index CSV.
+
+Contract (see DESIGN.md):
+    {out_dir}/y_npy/<sample_id>.npy          float32 (C, H, W), °C for thetao, NaN where no data
+    {out_dir}/patch_index_with_paths.csv     one row per patch (COLUMNS below), written last
+
+Choices worth knowing:
+- Only the requested depth levels of one variable are read, one level at a time (a real month holds 50
+  levels and is ~15 GB decoded); int16 packing is decoded the way netCDF4's auto mask/scale does it
+  (_FillValue / missing_value / valid_* -> NaN, then scale_factor and add_offset), then cast to float32.
+- A pixel is "no data" when it is NaN in ANY exported channel (the seafloor cuts deeper levels first, so a
+  coastal pixel may have a surface value but no 318 m value; the datasets treat such a pixel as land).
+  ``nodata_fraction`` is that fraction per tile; tiles above export.max_nodata_fraction are dropped, and a
+  tile with no data at all (all land) is always dropped, even with max_nodata_fraction = 1.
+- lat0/lat1 and lon0/lon1 are the coordinate values of the tile's first/last row and column exactly as
+  stored in the file: lat0 > lat1 for a file with descending latitude, and a 0..360 longitude file gives
+  0..360 values. They are written as the shortest decimal that reads back to the file's float32 value.
+- sample_id is ``YYYYMM_y0_x0`` (month of the manifest's date column). If several files of the manifest
+  share a month, their ids become ``YYYYMM_<file stem>_y0_x0`` so they stay unique.
+- Files of one manifest must share the depth axis (same values at the requested indices): channel k must
+  mean the same depth in every patch, so a mismatch is an error rather than a silent mix.
+- Rerun safety: the old index CSV is removed first, every .npy and finally the index are written
+  atomically, and any .npy in y_npy/ that the new index does not list (a stale sample of an earlier
+  config, a temp file of a killed run) is deleted, so the index always matches the files on disk.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from depthdif.atomic import atomic_path, atomic_to_csv
+from depthdif.glorys import date_of_file
+from depthdif.tiling import TilingError, tile_fractions, tile_origins
+
+log = logging.getLogger(__name__)
+
+INDEX_NAME = "patch_index_with_paths.csv"
+NPY_DIR = "y_npy"
+UNASSIGNED = "unassigned"
+COLUMNS = [
+    "sample_id", "source_file", "date", "y0", "x0", "patch_size", "lat0", "lat1", "lon0", "lon1",
+    "nodata_fraction", "y_npy_path", "variable", "units", "depth_indices", "depth_values", "num_channels",
+    "split",
+]  # fmt: skip
+
+# names a dimension of the variable may have, by role (CMEMS uses time/depth/latitude/longitude)
+_AXIS_NAMES = {
+    "time": {"time", "t"},
+    "depth": {"depth", "deptht", "lev", "z"},
+    "lat": {"latitude", "lat"},
+    "lon": {"longitude", "lon"},
+}
+_KELVIN_UNITS = {"k", "kelvin", "degree_k", "degrees_k", "degk"}
+KELVIN_OFFSET = 273.15
+# two files "share" a depth axis if their levels agree to this relative tolerance
+_DEPTH_RTOL = 1e-4
+
+
+class ExportError(RuntimeError):
+    """An input file or setting cannot be exported; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The export section of the config, in the form the workers need."""
+
+    variable: str
+    depth_indices: tuple[int, ...]
+    patch_size: int
+    stride: int
+    max_nodata_fraction: float
+
+    @classmethod
+    def from_config(cls, config: dict) -> ExportSettings:
+        export = config["export"]
+        return cls(
+            variable=str(export["variable"]),
+            depth_indices=tuple(int(i) for i in export["depth_indices"]),
+            patch_size=int(export["patch_size"]),
+            stride=int(export["stride"]),
+            max_nodata_fraction=float(export["max_nodata_fraction"]),
+        )
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One manifest entry: where the file is, its name in the manifest, its date, its sample-id prefix."""
+
+    path: Path
+    source_file: str
+    date: int
+    id_prefix: str
+
+
+@dataclass(frozen=True)
+class LevelStack:
+    """The requested levels of one file: data (C, H, W) float32 plus the coordinates of its axes."""
+
+    data: np.ndarray
+    latitude: np.ndarray
+    longitude: np.ndarray
+    depth_values: tuple[np.floating, ...]
+    units: str
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What a worker reports back for one file (the parent does the logging: workers are processes)."""
+
+    job: FileJob
+    rows: list[dict]
+    n_tiles: int
+    n_all_land: int
+    depth_values: tuple[np.floating, ...]
+
+
+# ---------------------------------------------------------------------------------------------- manifest
+
+
+def read_manifest(manifest_csv: Path) -> list[FileJob]:
+    """Read ``raw/manifest.csv`` (file, bytes, sha256, date); file names are relative to its folder."""
+    manifest_csv = Path(manifest_csv)
+    try:
+        frame = pd.read_csv(manifest_csv, dtype={"file": str})
+    except FileNotFoundError:
+        raise ExportError(f"manifest not found: {manifest_csv}; run the download stage first") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ExportError(f"manifest {manifest_csv} is not a readable CSV ({err}); rerun the download") from None
+    if "file" not in frame.columns:
+        raise ExportError(
+            f"manifest {manifest_csv} has no 'file' column (columns: {list(frame.columns)}); "
+            "expected file, bytes, sha256, date"
+        )
+    if frame.empty:
+        raise ExportError(f"manifest {manifest_csv} lists no files; check source.years / source.months")
+    entries = []
+    for record in frame.to_dict("records"):
+        name = str(record["file"])
+        date = _manifest_date(record.get("date"), name, manifest_csv)
+        entries.append((name, date))
+    return _with_id_prefixes(manifest_csv.parent, entries)
+
+
+def _manifest_date(value, name: str, manifest_csv: Path) -> int:
+    """YYYYMMDD int from the manifest's date column, or from the file name if the column is empty."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
+        return date_of_file(name)
+    text = str(value).strip().replace("-", "")
+    if text.endswith(".0"):
+        text = text[:-2]
+    if not (text.isdigit() and len(text) == 8):
+        raise ExportError(
+            f"manifest {manifest_csv}: date '{value}' of file {name} is not YYYYMMDD; rerun the download stage"
+        )
+    return int(text)
+
+
+def _with_id_prefixes(raw_dir: Path, entries: list[tuple[str, int]]) -> list[FileJob]:
+    """Sample ids start with YYYYMM; files that share a month also get their file stem."""
+    months: dict[int, int] = {}
+    for _, date in entries:
+        months[date // 100] = months.get(date // 100, 0) + 1
+    jobs = []
+    for name, date in sorted(entries, key=lambda e: (e[1], e[0])):
+        month = date // 100
+        prefix = f"{month:06d}" if months[month] == 1 else f"{month:06d}_{Path(name).stem}"
+        jobs.append(FileJob(path=raw_dir / name, source_file=name, date=date, id_prefix=prefix))
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_levels(path: Path, variable: str, depth_indices: tuple[int, ...]) -> LevelStack:
+    """Read only ``depth_indices`` of ``variable`` from one NetCDF file, decoded to float32 (NaN = no data).
+
+    Raises ExportError naming the file for a missing file/variable, unexpected dims, an out-of-range depth
+    index, or a file that is truncated or corrupt.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: listed in the manifest but missing; rerun the download stage")
+    try:
+        with netCDF4.Dataset(path, "r") as dataset:
+            return _read_levels_open(dataset, path, variable, depth_indices)
+    except ExportError:
+        raise
+    except (OSError, RuntimeError, ValueError, IndexError, KeyError) as err:
+        raise ExportError(
+            f"{path}: cannot read {variable} ({type(err).__name__}: {err}); the file is probably truncated "
+            "or corrupt: delete it and rerun the download stage"
+        ) from err
+
+
+def _read_levels_open(dataset, path: Path, variable: str, depth_indices: tuple[int, ...]) -> LevelStack:
+    if variable not in dataset.variables:
+        raise ExportError(
+            f"{path}: variable '{variable}' not found (variables: {sorted(dataset.variables)}); "
+            "set export.variable to one of them"
+        )
+    var = dataset.variables[variable]
+    axes = _axes_of(var, path)
+    n_depth = var.shape[axes["depth"]]
+    bad = [i for i in depth_indices if not 0 <= i < n_depth]
+    if bad:
+        raise ExportError(
+            f"{path}: export.depth_indices {bad} out of range: the file's depth axis has {n_depth} levels "
+            f"(valid indices 0..{n_depth - 1})"
+        )
+    if "time" in axes and var.shape[axes["time"]] != 1:
+        raise ExportError(
+            f"{path}: variable '{variable}' has {var.shape[axes['time']]} time steps; the export expects one "
+            "month per file (time of length 1 or no time dimension)"
+        )
+    latitude = _coordinate(dataset, var.dimensions[axes["lat"]], path)
+    longitude = _coordinate(dataset, var.dimensions[axes["lon"]], path)
+    depth = _coordinate(dataset, var.dimensions[axes["depth"]], path)
+    units = str(getattr(var, "units", ""))
+    var.set_auto_maskandscale(True)
+    levels = [_read_level(var, axes, index) for index in depth_indices]
+    data = np.stack(levels)
+    if units.strip().lower() in _KELVIN_UNITS:
+        # the contract is °C; a Kelvin file (e.g. another product) is converted, not silently mixed in
+        data -= np.float32(KELVIN_OFFSET)
+        units = "degrees_C"
+    return LevelStack(
+        data=data,
+        latitude=latitude,
+        longitude=longitude,
+        depth_values=tuple(depth[i] for i in depth_indices),  # numpy scalars: keep the file's precision
+        units=units,
+    )
+
+
+def _axes_of(var, path: Path) -> dict[str, int]:
+    """Position of each role (time, depth, lat, lon) among the variable's dims; error on anything else."""
+    axes: dict[str, int] = {}
+    for position, dim in enumerate(var.dimensions):
+        role = next((r for r, names in _AXIS_NAMES.items() if dim.lower() in names), None)
+        if role is None or role in axes:
+            axes = {}
+            break
+        axes[role] = position
+    if not {"depth", "lat", "lon"} <= axes.keys():
+        raise ExportError(
+            f"{path}: variable '{var.name}' has dims {var.dimensions}; expected (time, depth, latitude, "
+            "longitude) or (depth, latitude, longitude) as in the CMEMS GLORYS12 files"
+        )
+    return axes
+
+
+def _coordinate(dataset, dim: str, path: Path) -> np.ndarray:
+    if dim not in dataset.variables:
+        raise ExportError(f"{path}: dimension '{dim}' has no coordinate variable; the file must store {dim}(…)")
+    values = dataset.variables[dim][:]
+    return np.ma.filled(values, np.nan)
+
+
+def _read_level(var, axes: dict[str, int], depth_index: int) -> np.ndarray:
+    """One (lat, lon) level, decoded by netCDF4 (mask + scale in float64), as float32 with NaN for no data."""
+    index: list[int | slice] = [slice(None)] * len(var.dimensions)
+    index[axes["depth"]] = depth_index
+    if "time" in axes:
+        index[axes["time"]] = 0
+    level = np.ma.filled(var[tuple(index)], np.nan).astype(np.float32, copy=False)
+    if axes["lon"] < axes["lat"]:  # the two axes left keep the file's order
+        level = level.T
+    return np.ascontiguousarray(level)
+
+
+# --------------------------------------------------------------------------------------------- tiling
+
+
+def _coord_value(value) -> float:
+    """A coordinate as the shortest decimal that reads back to the file's value (float32 stays tidy)."""
+    return float(np.format_float_positional(value, unique=True, trim="0"))
+
+
+def _join(values) -> str:
+    return ";".join(str(v) for v in values)
+
+
+def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileResult:
+    """Read one file, write its kept tiles as .npy under ``out_dir/y_npy``, return their index rows."""
+    stack = read_levels(job.path, settings.variable, settings.depth_indices)
+    size = settings.patch_size
+    try:
+        origins = tile_origins(stack.data.shape[1:], size, settings.stride)
+    except TilingError as err:
+        raise ExportError(f"{job.path}: grid {stack.data.shape[1:]} cannot be tiled: {err}") from None
+    nodata = np.isnan(stack.data).any(axis=0)
+    fractions = tile_fractions(nodata, origins, size)
+    depth_indices = _join(settings.depth_indices)
+    depth_values = _join(_coord_value(v) for v in stack.depth_values)
+    rows, n_all_land = [], 0
+    for (y0, x0), fraction in zip(origins, fractions, strict=True):
+        if fraction >= 1.0:
+            n_all_land += 1
+            continue
+        if fraction > settings.max_nodata_fraction:
+            continue
+        sample_id = f"{job.id_prefix}_{y0}_{x0}"
+        relative = f"{NPY_DIR}/{sample_id}.npy"
+        tile = np.ascontiguousarray(stack.data[:, y0 : y0 + size, x0 : x0 + size])
+        with atomic_path(out_dir / relative) as tmp:
+            np.save(tmp, tile)
+        rows.append(
+            {
+                "sample_id": sample_id,
+                "source_file": job.source_file,
+                "date": job.date,
+                "y0": y0,
+                "x0": x0,
+                "patch_size": size,
+                "lat0": _coord_value(stack.latitude[y0]),
+                "lat1": _coord_value(stack.latitude[y0 + size - 1]),
+                "lon0": _coord_value(stack.longitude[x0]),
+                "lon1": _coord_value(stack.longitude[x0 + size - 1]),
+                "nodata_fraction": float(fraction),
+                "y_npy_path": relative,
+                "variable": settings.variable,
+                "units": stack.units,
+                "depth_indices": depth_indices,
+                "depth_values": depth_values,
+                "num_channels": len(settings.depth_indices),
+                "split": UNASSIGNED,
+            }
+        )
+    return FileResult(job, rows, len(origins), n_all_land, stack.depth_values)
+
+
+# ------------------------------------------------------------------------------------------ the stage
+
+
+def export_patches(
+    config: dict, manifest_csv: Path, out_dir: Path | None = None, workers: int | None = None
+) -> Path:
+    """Export every file of the manifest to patches; return the path of the index CSV (written last).
+
+    ``workers`` processes work on files in parallel (default export.workers; 1 = in this process).
+    Rows are sorted by (date, y0, x0, source_file), so a rerun with the same inputs is byte-identical.
+    """
+    settings = ExportSettings.from_config(config)
+    out_dir = Path(out_dir) if out_dir is not None else Path(config["data_dir"]) / "patches"
+    workers = int(workers if workers is not None else config["export"]["workers"])
+    if workers < 1:
+        raise ExportError(f"workers must be >= 1, got {workers}")
+    jobs = read_manifest(Path(manifest_csv))
+    index_path = out_dir / INDEX_NAME
+    index_path.unlink(missing_ok=True)  # a failed run must not leave an index that looks finished
+    (out_dir / NPY_DIR).mkdir(parents=True, exist_ok=True)
+    log.info(
+        "exporting %d file(s): %s levels %s, %dx%d patches every %d px, max no-data %.2f, %d worker(s)",
+        len(jobs), settings.variable, list(settings.depth_indices), settings.patch_size,
+        settings.patch_size, settings.stride, settings.max_nodata_fraction, workers,
+    )  # fmt: skip
+    results = _run_jobs(jobs, settings, out_dir, workers)
+    _check_same_depths(results)
+    rows = _report(results)
+    if not rows:
+        raise ExportError(
+            f"no patch survived the export of {len(jobs)} file(s) from {manifest_csv}: every tile is land or "
+            f"has more than export.max_nodata_fraction={settings.max_nodata_fraction} no-data; raise "
+            "max_nodata_fraction, lower patch_size or pick shallower depth_indices"
+        )
+    frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(["date", "y0", "x0", "source_file"], kind="stable")
+    _remove_stale_npy(out_dir / NPY_DIR, set(frame["sample_id"]))
+    atomic_to_csv(frame, index_path)
+    log.info("wrote %d patches to %s", len(frame), index_path)
+    return index_path
+
+
+def _run_jobs(jobs: list[FileJob], settings: ExportSettings, out_dir: Path, workers: int) -> list[FileResult]:
+    if workers == 1 or len(jobs) == 1:
+        results = []
+        for job in tqdm(jobs, desc="export", unit="file"):
+            results.append(export_file(job, settings, out_dir))
+        return results
+    return _run_pool(jobs, settings, out_dir, min(workers, len(jobs)))
+
+
+def _run_pool(jobs: list[FileJob], settings: ExportSettings, out_dir: Path, workers: int) -> list[FileResult]:
+    """Files in parallel processes; the first failure cancels what has not started and is re-raised.
+
+    Workers are forked, not spawned: spawn (and forkserver) re-import ``__main__`` in every child, which
+    re-runs an unguarded script such as a Snakemake ``script:`` wrapper. Forking is safe here because the
+    parent has no NetCDF file open, and all children are started at the first submit, before the progress
+    bar starts its monitor thread.
+    """
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    results = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+        pending = {pool.submit(export_file, job, settings, out_dir): job for job in jobs}
+        with tqdm(total=len(jobs), desc="export", unit="file") as progress:
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    job = pending.pop(future)
+                    try:
+                        results.append(future.result())
+                    except BrokenProcessPool as err:
+                        pool.shutdown(cancel_futures=True)
+                        raise ExportError(
+                            f"a worker process died while exporting {job.path} (out of memory?); "
+                            "lower export.workers and rerun"
+                        ) from err
+                    except BaseException:
+                        pool.shutdown(cancel_futures=True)
+                        raise
+                    progress.update()
+    return results
+
+
+def _check_same_depths(results: list[FileResult]) -> None:
+    """Channel k must mean the same depth in every patch."""
+    if not results:
+        return
+    first = min(results, key=lambda r: r.job.date)
+    for result in results:
+        if not np.allclose(result.depth_values, first.depth_values, rtol=_DEPTH_RTOL, atol=0):
+            raise ExportError(
+                f"{result.job.path} has depths {list(result.depth_values)} m at export.depth_indices but "
+                f"{first.job.path} has {list(first.depth_values)} m: the files do not share a depth axis; "
+                "export them separately or fix the download"
+            )
+
+
+def _report(results: list[FileResult]) -> list[dict]:
+    """Log what each file gave (a month with no patch is a warning, not an error) and gather the rows."""
+    rows = []
+    for result in sorted(results, key=lambda r: (r.job.date, r.job.source_file)):
+        kept = len(result.rows)
+        if kept == 0:
+            log.warning(
+                "%s: all %d tiles filtered out (%d all land); this month gives no patch",
+                result.job.source_file, result.n_tiles, result.n_all_land,
+            )  # fmt: skip
+        else:
+            log.info(
+                "%s: kept %d of %d tiles (%d all land)",
+                result.job.source_file, kept, result.n_tiles, result.n_all_land,
+            )  # fmt: skip
+        rows.extend(result.rows)
+    return rows
+
+
+def _remove_stale_npy(npy_dir: Path, sample_ids: set[str]) -> None:
+    """Delete .npy files the new index does not list (old config, temp files of a killed run)."""
+    wanted = {f"{sample_id}.npy" for sample_id in sample_ids}
+    stale = [p for p in npy_dir.iterdir() if p.name.endswith(".npy") and p.name not in wanted]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d stale .npy file(s) from %s", len(stale), npy_dir)

@@ -1,0 +1,92 @@
+"""Swappable reverse-process samplers (DDPM, DDIM) built on diffusers' schedulers.
+
+The loop is written once for every sampler: at each of the scheduler's timesteps the network is called
+with that TRAINING timestep (``scheduler.timesteps`` holds values in [0, T), e.g. 900, 800, ... for 10
+DDIM steps out of T=1000) - never with the loop index 0..steps-1, the bug of the system this
+re-creates. Observed pixels are optionally re-imposed at every step (noised to the current level, as in
+RePaint) and always merged exactly into the result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from diffusers.utils.torch_utils import randn_tensor
+
+from depthdif.models.diffusion import DiffusionConfigError, scheduler_kwargs
+
+SAMPLERS = ("ddim", "ddpm")
+
+# (noisy sample, training timesteps (B,)) -> network output (x0 or eps, as the scheduler expects)
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def make_sampler(
+    name: str, model_config: Mapping, steps: int, device: torch.device | str = "cpu"
+) -> DDIMScheduler | DDPMScheduler:
+    """A fresh scheduler for one sampling run, with ``steps`` timesteps set.
+
+    A new object per run because ``set_timesteps`` mutates the scheduler (two concurrent runs with
+    different step counts must not share one).
+    """
+    total = int(model_config["timesteps"])
+    if not 1 <= int(steps) <= total:
+        raise DiffusionConfigError(f"sampling steps must be between 1 and model.timesteps ({total}), got {steps}.")
+    kwargs = scheduler_kwargs(model_config)
+    spacing = model_config.get("timestep_spacing", "leading")
+    if name == "ddim":
+        # set_alpha_to_one: the last step lands on alpha_bar = 1, i.e. returns the network's x0 estimate
+        scheduler = DDIMScheduler(**kwargs, timestep_spacing=spacing, set_alpha_to_one=True)
+    elif name == "ddpm":
+        scheduler = DDPMScheduler(**kwargs, timestep_spacing=spacing)
+    else:
+        raise DiffusionConfigError(f"sampler {name!r} is unknown; use one of {list(SAMPLERS)} (model.sampler).")
+    scheduler.set_timesteps(int(steps), device=device)
+    return scheduler
+
+
+def merge_observed(sample: torch.Tensor, observed: torch.Tensor, observed_mask: torch.Tensor) -> torch.Tensor:
+    """Observed values where ``observed_mask`` is 1, ``sample`` elsewhere."""
+    return observed_mask * observed + (1.0 - observed_mask) * sample
+
+
+@torch.no_grad()
+def sample_loop(
+    denoise: Denoiser,
+    scheduler: DDIMScheduler | DDPMScheduler,
+    shape: tuple[int, ...],
+    *,
+    observed: torch.Tensor,
+    observed_mask: torch.Tensor,
+    land_mask: torch.Tensor,
+    replace_observed: bool = True,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Run the reverse process from pure noise; return the final field (observed merged, land = 0).
+
+    Args:
+        denoise: the network wrapped with its conditions; receives (y_t, training timesteps).
+        scheduler: from :func:`make_sampler`, timesteps already set.
+        shape: (B, C, H, W) of the target.
+        observed, observed_mask, land_mask: (B, C, H, W) - ``x``, ``valid_mask``, ``land_mask`` of the batch.
+        replace_observed: re-impose the observation noised to the current level before each network call.
+        eta: DDIM stochasticity (0 = deterministic); ignored by DDPM.
+    """
+    device = torch.device(device)
+    sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+    sample = sample * scheduler.init_noise_sigma
+    step_kwargs = {"eta": float(eta)} if isinstance(scheduler, DDIMScheduler) else {}
+    for timestep in scheduler.timesteps:
+        t_batch = torch.full((shape[0],), int(timestep), device=device, dtype=torch.long)
+        if replace_observed:
+            noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
+            noised_obs = scheduler.add_noise(observed, noise, t_batch)
+            sample = merge_observed(sample, noised_obs, observed_mask)
+        sample = sample * land_mask
+        model_output = denoise(sample, t_batch).float()
+        sample = scheduler.step(model_output, timestep, sample, generator=generator, **step_kwargs).prev_sample
+    return merge_observed(sample, observed, observed_mask) * land_mask

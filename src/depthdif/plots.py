@@ -1,0 +1,109 @@
+"""Figures of the evaluation: example reconstructions, RMSE against occlusion and against DDIM steps."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import cmocean
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written by batch jobs without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from depthdif.atomic import atomic_path  # noqa: E402
+
+THERMAL = cmocean.cm.thermal
+BALANCE = cmocean.cm.balance
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_example(
+    truth: np.ndarray,
+    observed: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    spread: np.ndarray | None,
+    band_labels: Sequence[str],
+    title: str,
+    path: Path,
+) -> Path:
+    """One row per band: truth, observations, each method, and the ensemble spread, all in °C.
+
+    ``truth``/``observed``/each prediction are (C, H, W) in °C with NaN on land (and NaN where not observed
+    in ``observed``). All temperature panels of a row share the truth's colour range so they compare.
+    """
+    columns = ["truth", "observed", *predictions] + (["ensemble std"] if spread is not None else [])
+    n_bands = truth.shape[0]
+    fig, axes = plt.subplots(
+        n_bands, len(columns), figsize=(1.9 * len(columns), 2.0 * n_bands + 0.4), squeeze=False
+    )
+    for b in range(n_bands):
+        finite = truth[b][np.isfinite(truth[b])]
+        vmin, vmax = (np.percentile(finite, [1, 99]) if finite.size else (0.0, 1.0))
+        panels = [truth[b], observed[b], *(p[b] for p in predictions.values())]
+        for c, field in enumerate(panels):
+            image = axes[b, c].imshow(field, cmap=THERMAL, vmin=vmin, vmax=vmax, origin="lower")
+        fig.colorbar(image, ax=axes[b, : len(panels)].tolist(), shrink=0.8, label="°C", pad=0.01)
+        if spread is not None:
+            spread_image = axes[b, -1].imshow(spread[b], cmap="viridis", vmin=0, origin="lower")
+            fig.colorbar(spread_image, ax=axes[b, -1], shrink=0.8, label="°C")
+        axes[b, 0].set_ylabel(band_labels[b])
+    for c, name in enumerate(columns):
+        axes[0, c].set_title(name, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_rmse_vs_occlusion(metrics: pd.DataFrame, path: Path) -> Path:
+    """RMSE (°C) of every method against the hidden share, one panel per band."""
+    bands = sorted(metrics["band"].unique())
+    fig, axes = plt.subplots(1, len(bands), figsize=(4.2 * len(bands), 3.6), squeeze=False, sharey=False)
+    for ax, band in zip(axes[0], bands, strict=True):
+        rows = metrics[metrics["band"] == band]
+        for method, group in rows.groupby("method", sort=True):
+            group = group.sort_values("mask_fraction")
+            style = "-o" if method.startswith("diffusion") else "--."
+            ax.plot(group["mask_fraction"], group["rmse_c"], style, label=method, linewidth=1.2, markersize=3)
+        depth = rows["depth_m"].iloc[0]
+        ax.set_title(f"band {band} ({depth:.1f} m)")
+        ax.set_xlabel("hidden share of ocean pixels")
+        ax.set_ylabel("RMSE on hidden pixels (°C)")
+        ax.grid(alpha=0.3)
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def plot_rmse_vs_steps(sweep: pd.DataFrame, path: Path) -> Path:
+    """RMSE (°C) of the diffusion ensemble mean against the number of DDIM steps, per band."""
+    fig, ax = plt.subplots(figsize=(4.6, 3.4))
+    for band, group in sweep.groupby("band", sort=True):
+        group = group.sort_values("steps")
+        ax.plot(group["steps"], group["rmse_c"], "-o", label=f"band {band} ({group['depth_m'].iloc[0]:.1f} m)")
+    ax.set_xscale("log")
+    ax.set_xlabel("DDIM steps")
+    ax.set_ylabel("RMSE on hidden pixels (°C)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_field(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: str, path: Path) -> Path:
+    """A reconstructed map (°C) on its latitude/longitude grid."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    mesh = ax.pcolormesh(lon, lat, field, cmap=THERMAL, shading="auto")
+    fig.colorbar(mesh, ax=ax, label="°C")
+    ax.set_xlabel("longitude (°E)")
+    ax.set_ylabel("latitude (°N)")
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
