@@ -67,7 +67,9 @@ def run_download(config: dict, client=None) -> Path:
 
         local_dir = config["source"].get("local_dir")
         if not local_dir:
-            raise ConfigError("source.kind is 'local' but source.local_dir is not set: give the folder of *.nc.")
+            raise ConfigError(
+                "source.kind is 'local' but source.local_dir is not set: give the folder of *.nc."
+            )
         dates = link_local_files(Path(local_dir), raw_dir, config["export"]["variable"])
     else:
         raise ConfigError(f"source.kind '{kind}' is unknown; use synthetic, copernicus or local.")
@@ -133,7 +135,13 @@ def file_digests(raw_dir: Path, names: list[str]) -> dict[str, tuple[int, str]]:
     keys = {name: _file_key(raw_dir / name) for name in names}
     stale = [name for name in names if {k: cache.get(name, {}).get(k) for k in keys[name]} != keys[name]]
     fresh_cache = {name: cache[name] for name in names if name not in stale}
-    with tqdm(total=sum(keys[n]["bytes"] for n in stale), desc="sha256", unit="B", unit_scale=True) as bar:
+    with tqdm(
+        total=sum(keys[n]["bytes"] for n in stale),
+        desc="sha256",
+        unit="B",
+        unit_scale=True,
+        disable=not stale,
+    ) as bar:
         for name in stale:
             fresh_cache[name] = {**keys[name], "sha256": sha256_of(raw_dir / name, progress=bar)}
     if stale or set(cache) != set(fresh_cache):
@@ -156,7 +164,9 @@ def write_manifest(raw_dir: Path, dates: Mapping[str, int]) -> Path:
     if unlisted:
         log.warning(
             "%d file(s) in %s are not part of this config and stay out of the manifest (e.g. %s)",
-            len(unlisted), raw_dir, unlisted[0],
+            len(unlisted),
+            raw_dir,
+            unlisted[0],
         )
     digests = file_digests(raw_dir, names)
     frame = pd.DataFrame(
@@ -172,4 +182,3 @@ def write_manifest(raw_dir: Path, dates: Mapping[str, int]) -> Path:
     atomic_to_csv(frame, manifest)
     log.info("wrote %s (%d files, %.1f MB)", manifest, len(frame), frame["bytes"].sum() / 1e6)
     return manifest
-

@@ -26,6 +26,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -135,7 +136,9 @@ def read_manifest(manifest_csv: Path) -> list[FileJob]:
     except FileNotFoundError:
         raise ExportError(f"manifest not found: {manifest_csv}; run the download stage first") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ExportError(f"manifest {manifest_csv} is not a readable CSV ({err}); rerun the download") from None
+        raise ExportError(
+            f"manifest {manifest_csv} is not a readable CSV ({err}); rerun the download"
+        ) from None
     if "file" not in frame.columns:
         raise ExportError(
             f"manifest {manifest_csv} has no 'file' column (columns: {list(frame.columns)}); "
@@ -226,8 +229,9 @@ def _read_levels_open(dataset, path: Path, variable: str, depth_indices: tuple[i
     longitude = _coordinate(dataset, var.dimensions[axes["lon"]], path)
     depth = _coordinate(dataset, var.dimensions[axes["depth"]], path)
     units = str(getattr(var, "units", ""))
-    var.set_auto_maskandscale(True)
-    levels = [_read_level(var, axes, index) for index in depth_indices]
+    packing = _simple_packing(var)
+    var.set_auto_maskandscale(packing is None)  # the common CMEMS packing is decoded here, faster
+    levels = [_read_level(var, axes, index, packing) for index in depth_indices]
     data = np.stack(levels)
     if units.strip().lower() in _KELVIN_UNITS:
         # the contract is °C; a Kelvin file (e.g. another product) is converted, not silently mixed in
@@ -261,18 +265,45 @@ def _axes_of(var, path: Path) -> dict[str, int]:
 
 def _coordinate(dataset, dim: str, path: Path) -> np.ndarray:
     if dim not in dataset.variables:
-        raise ExportError(f"{path}: dimension '{dim}' has no coordinate variable; the file must store {dim}(…)")
+        raise ExportError(
+            f"{path}: dimension '{dim}' has no coordinate variable; the file must store {dim}(…)"
+        )
     values = dataset.variables[dim][:]
     return np.ma.filled(values, np.nan)
 
 
-def _read_level(var, axes: dict[str, int], depth_index: int) -> np.ndarray:
-    """One (lat, lon) level, decoded by netCDF4 (mask + scale in float64), as float32 with NaN for no data."""
+_MASK_ATTRS = ("missing_value", "valid_min", "valid_max", "valid_range", "_Unsigned")
+
+
+def _simple_packing(var) -> tuple[np.ndarray, object, object] | None:
+    """(fill, scale_factor, add_offset) when the variable is packed exactly like CMEMS files, else None.
+
+    That is an integer variable with _FillValue, scale_factor and add_offset and none of the attributes
+    that make netCDF4 mask more (missing_value, valid_*, _Unsigned). For it ``_read_level`` repeats
+    netCDF4's own arithmetic without its masked arrays (~2x faster, same values bit for bit); anything
+    else is left to netCDF4's auto mask/scale.
+    """
+    attrs = set(var.ncattrs())
+    if var.dtype.kind not in "iu" or not {"_FillValue", "scale_factor", "add_offset"} <= attrs:
+        return None
+    if attrs & set(_MASK_ATTRS) or (var.add_offset == 0.0 and var.scale_factor == 1.0):
+        return None
+    return np.array(var._FillValue, var.dtype), var.scale_factor, var.add_offset
+
+
+def _read_level(var, axes: dict[str, int], depth_index: int, packing) -> np.ndarray:
+    """One (lat, lon) level decoded like netCDF4's auto mask/scale, as float32 with NaN for no data."""
     index: list[int | slice] = [slice(None)] * len(var.dimensions)
     index[axes["depth"]] = depth_index
     if "time" in axes:
         index[axes["time"]] = 0
-    level = np.ma.filled(var[tuple(index)], np.nan).astype(np.float32, copy=False)
+    if packing is None:
+        level = np.ma.filled(var[tuple(index)], np.nan).astype(np.float32, copy=False)
+    else:
+        fill, scale, offset = packing
+        raw = np.asarray(var[tuple(index)])
+        level = (raw * scale + offset).astype(np.float32, copy=False)  # netCDF4's expression and dtype
+        level[raw == fill] = np.nan
     if axes["lon"] < axes["lat"]:  # the two axes left keep the file's order
         level = level.T
     return np.ascontiguousarray(level)
@@ -312,8 +343,7 @@ def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileRe
         sample_id = f"{job.id_prefix}_{y0}_{x0}"
         relative = f"{NPY_DIR}/{sample_id}.npy"
         tile = np.ascontiguousarray(stack.data[:, y0 : y0 + size, x0 : x0 + size])
-        with atomic_path(out_dir / relative) as tmp:
-            np.save(tmp, tile)
+        _write_npy(out_dir / relative, tile)
         rows.append(
             {
                 "sample_id": sample_id,
@@ -337,6 +367,24 @@ def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileRe
             }
         )
     return FileResult(job, rows, len(origins), n_all_land, stack.depth_values)
+
+
+def _write_npy(target: Path, tile: np.ndarray) -> None:
+    """Atomic np.save, skipped when the file already holds exactly these bytes (a rerun).
+
+    Replacing a file costs a few ms on ext4 (the old blocks are freed and the rename forces a flush),
+    which dominates a rerun; comparing bytes costs a fraction of that and leaves unchanged files alone.
+    """
+    buffer = io.BytesIO()
+    np.save(buffer, tile)
+    data = buffer.getvalue()
+    try:
+        if target.stat().st_size == len(data) and target.read_bytes() == data:
+            return
+    except OSError:
+        pass  # no file yet (or unreadable): write it
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
 
 
 # ------------------------------------------------------------------------------------------ the stage
@@ -373,7 +421,9 @@ def export_patches(
             f"has more than export.max_nodata_fraction={settings.max_nodata_fraction} no-data; raise "
             "max_nodata_fraction, lower patch_size or pick shallower depth_indices"
         )
-    frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(["date", "y0", "x0", "source_file"], kind="stable")
+    frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(
+        ["date", "y0", "x0", "source_file"], kind="stable"
+    )
     _remove_stale_npy(out_dir / NPY_DIR, set(frame["sample_id"]))
     atomic_to_csv(frame, index_path)
     log.info("wrote %d patches to %s", len(frame), index_path)

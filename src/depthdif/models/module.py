@@ -1,0 +1,426 @@
+"""LightningModule of the conditional diffusion model: training loss, validation RMSE, sampling, saving.
+
+One module serves both variants. The network input is the stack, per the batch contract,
+    noisy target (C) | x (C) | valid_mask (C) | land_mask (C) [| eo (1) | eo_available (1)] [| first_guess (C)]
+where C is the number of target bands; masks stay per band (the system this re-creates collapsed them
+into one channel). The loss and every score count hidden ocean pixels ``(1 - valid_mask) * land_mask``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
+from depthdif.models.samplers import SAMPLERS, make_sampler, sample_loop
+from depthdif.models.unet import ConvNeXtUNet, coords_to_unit_sphere, date_to_day_of_year
+from depthdif.normalization import temperature_error_to_celsius
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("temp_v1", "eo_4band")
+FORMAT_VERSION = 1
+
+
+class BatchContractError(KeyError):
+    """A batch lacks a key (or has a wrong shape) that the model was built to use."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced NaN/inf gradients for too many steps in a row; nothing is saved."""
+
+
+class CheckpointError(ValueError):
+    """A model.ckpt cannot be loaded for the requested variant/config."""
+
+
+def num_target_bands(config: Mapping, variant: str) -> int:
+    """C of the contract: 1 for temp_v1; the exported channels after the surface (EO) one for eo_4band."""
+    if variant == "temp_v1":
+        return 1
+    if variant == "eo_4band":
+        return len(config["export"]["depth_indices"]) - 1
+    raise CheckpointError(f"unknown variant {variant!r}; use one of {list(VARIANTS)}.")
+
+
+def input_channels(num_bands: int, variant: str, first_guess: bool) -> int:
+    """Channels of the network input stack (see the module docstring)."""
+    channels = 4 * num_bands
+    if variant == "eo_4band":
+        channels += 2
+    if first_guess:
+        channels += num_bands
+    return channels
+
+
+def model_settings(config: Mapping, variant: str) -> dict:
+    """The plain, JSON-able settings that rebuild the network; stored in model.ckpt."""
+    return {
+        "model": dict(config["model"]),
+        "dataset": {
+            "first_guess": bool(config["dataset"]["first_guess"]),
+            "return_coords": bool(config["dataset"]["return_coords"]),
+            "temp_v1_band": int(config["dataset"]["temp_v1_band"]),
+        },
+        "export": {
+            "depth_indices": list(config["export"]["depth_indices"]),
+            "patch_size": int(config["export"]["patch_size"]),
+        },
+        "variant": variant,
+    }
+
+
+def _require(batch: Mapping, key: str, why: str) -> torch.Tensor:
+    if key not in batch:
+        raise BatchContractError(
+            f"batch has no {key!r} ({why}); its keys are {sorted(batch)}. Check the DataModule's variant "
+            "and the dataset.* settings against the ones the model was trained with."
+        )
+    return batch[key]
+
+
+class DepthDifModule(pl.LightningModule):
+    """Conditional pixel diffusion model for one variant.
+
+    Args:
+        settings: from :func:`model_settings` (model config + the dataset facts the network depends on).
+        train_config: ``config['train']`` (optimiser, validation and NaN-handling settings).
+        num_bands: C, the number of target bands.
+    """
+
+    def __init__(self, settings: dict, train_config: dict, num_bands: int):
+        super().__init__()
+        self.save_hyperparameters()
+        self.settings = settings
+        self.model_config = settings["model"]
+        self.train_config = train_config
+        self.variant = settings["variant"]
+        if self.variant not in VARIANTS:
+            raise CheckpointError(f"unknown variant {self.variant!r}; use one of {list(VARIANTS)}.")
+        self.num_bands = int(num_bands)
+        self.first_guess = bool(settings["dataset"]["first_guess"])
+        mc = self.model_config
+        self.net = ConvNeXtUNet(
+            in_channels=input_channels(self.num_bands, self.variant, self.first_guess),
+            out_channels=self.num_bands,
+            dim=mc["dim"],
+            dim_mults=mc["dim_mults"],
+            blocks_per_level=mc.get("blocks_per_level", 1),
+            expansion=mc.get("expansion", 2),
+            coords_features=3 if mc["film_coords"] else 0,
+            doy_features=2 if mc["film_day_of_year"] else 0,
+        )
+        self.diffusion = GaussianDiffusion(mc)
+        self.channels_last = bool(train_config.get("channels_last", False))
+        if self.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+        self._nonfinite_in_a_row = 0
+        self._reset_val_sums()
+
+    # ----------------------------------------------------------------- network call
+    def setup(self, stage: str) -> None:
+        # compile here, after the EMA callback's setup has deep-copied the (uncompiled) module;
+        # Module.compile keeps parameter names, so checkpoints stay the same with or without it
+        if stage == "fit" and self.train_config.get("compile", False):
+            log.info("compiling the network with torch.compile")
+            self.net.compile()
+
+    def network_input(self, batch: Mapping, noisy: torch.Tensor) -> torch.Tensor:
+        """Stack the noisy target with the conditions of the contract, in a fixed order."""
+        parts = [noisy, _require(batch, "x", "observations"), _require(batch, "valid_mask", "per-band mask"),
+                 _require(batch, "land_mask", "ocean mask")]
+        if self.variant == "eo_4band":
+            eo = _require(batch, "eo", "eo_4band surface field")
+            available = _require(batch, "eo_available", "eo_4band EO dropout flag")
+            parts += [eo, available.reshape(-1, 1, 1, 1).to(eo.dtype).expand_as(eo)]
+        if self.first_guess:
+            parts.append(_require(batch, "first_guess", "the model was trained with dataset.first_guess"))
+        stacked = torch.cat(parts, dim=1)
+        if self.channels_last:
+            stacked = stacked.contiguous(memory_format=torch.channels_last)
+        return stacked
+
+    def conditioning(self, batch: Mapping) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        coords = doy = None
+        if self.model_config["film_coords"]:
+            coords = coords_to_unit_sphere(_require(batch, "coords", "model.film_coords is on"))
+        if self.model_config["film_day_of_year"]:
+            doy = date_to_day_of_year(_require(batch, "date", "model.film_day_of_year is on"))
+        return coords, doy
+
+    def denoise(self, batch: Mapping, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """Network output for noisy targets at the given TRAINING timesteps (B,)."""
+        coords, doy = self.conditioning(batch)
+        return self.net(self.network_input(batch, noisy), timesteps, coords, doy)
+
+    # ----------------------------------------------------------------- training
+    def diffusion_loss(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Masked MSE of one random noise level per sample (the training objective)."""
+        y = _require(batch, "y", "clean target")
+        land = batch["land_mask"]
+        timesteps = self.diffusion.sample_timesteps(y.shape[0], torch.device("cpu"), generator).to(y.device)
+        noise = randn_tensor(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        # land stays exactly 0 in the noisy input, as in sampling: the network never sees noise on land
+        noisy = self.diffusion.q_sample(y, noise, timesteps) * land
+        output = self.denoise(batch, noisy, timesteps)
+        return self.diffusion.loss(output, y, noise, batch)
+
+    def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        loss = self.diffusion_loss(batch)
+        if torch.isfinite(loss):
+            self.log("train/loss", loss, prog_bar=True, batch_size=batch["y"].shape[0])
+        # A NaN loss is still returned: its backward gives NaN gradients on every DDP rank alike, and
+        # on_before_optimizer_step then skips the update everywhere (returning None on one rank would hang DDP).
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the update when any gradient is NaN/inf; stop when that persists."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
+        if finite:
+            self._nonfinite_in_a_row = 0
+            return
+        self._nonfinite_in_a_row += 1
+        limit = int(self.train_config.get("max_nonfinite_steps", 20))
+        log.warning(
+            "step %d: non-finite loss or gradients, update skipped (%d in a row, limit %d)",
+            self.global_step, self._nonfinite_in_a_row, limit,
+        )
+        if self._nonfinite_in_a_row >= limit:
+            raise NonFiniteLossError(
+                f"{self._nonfinite_in_a_row} training steps in a row had NaN/inf loss or gradients (limit "
+                f"train.max_nonfinite_steps={limit}); stopping without saving a model. Check the patches for "
+                "NaN outside land_mask, or lower train.lr."
+            )
+        optimizer.zero_grad(set_to_none=True)  # params without .grad are left untouched by AdamW
+
+    def configure_optimizers(self):
+        tc = self.train_config
+        # no weight decay on biases and norm gains (1-d tensors): decaying them only hurts
+        decay = [p for p in self.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": tc["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=tc["lr"],
+        )
+        schedule = warmup_cosine(int(tc["warmup_steps"]), int(tc["max_steps"]), tc.get("min_lr_ratio", 0.1))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------- validation
+    def _reset_val_sums(self) -> None:
+        self._val_sse = torch.zeros(self.num_bands, dtype=torch.float64)
+        self._val_fill_sse = torch.zeros(self.num_bands, dtype=torch.float64)
+        self._val_count = torch.zeros(self.num_bands, dtype=torch.float64)
+        self._val_seen = 0
+
+    def on_validation_epoch_start(self) -> None:
+        self._reset_val_sums()
+
+    def validation_step(self, batch: Mapping, batch_idx: int) -> None:
+        """Diffusion loss on every val batch; RMSE (°C) of a short DDIM run on the first train.val_samples.
+
+        Noise comes from a generator seeded by (seed, batch_idx): every validation sees the same noise,
+        so changes in val/rmse_c come from the weights, not from luck.
+        """
+        size = batch["y"].shape[0]
+        generator = torch.Generator().manual_seed(int(self.train_config.get("seed", 0)) * 100003 + batch_idx)
+        self.log("val/loss", self.diffusion_loss(batch, generator), sync_dist=True, batch_size=size)
+        take = min(size, int(self.train_config["val_samples"]) - self._val_seen)
+        if take <= 0:
+            return
+        subset = slice_batch(batch, take)
+        sample = self.sample(subset, 1, int(self.train_config["val_sampling_steps"]), sampler="ddim",
+                             generator=generator)[:, 0]
+        region = loss_region(subset, "hidden")
+        fill = mean_fill(subset)
+        dims = (0, 2, 3)
+        self._val_sse += (((sample - subset["y"]) ** 2) * region).sum(dims).double().cpu()
+        self._val_fill_sse += (((fill - subset["y"]) ** 2) * region).sum(dims).double().cpu()
+        self._val_count += region.sum(dims).double().cpu()
+        self._val_seen += take
+
+    def on_validation_epoch_end(self) -> None:
+        sums = torch.stack([self._val_sse, self._val_fill_sse, self._val_count]).to(self.device)
+        sums = self.trainer.strategy.reduce(sums, reduce_op="sum") if self._trainer is not None else sums
+        sse, fill_sse, count = sums.double().cpu()
+        count = count.clamp_min(1.0)
+        # identical on every rank after the reduce; sync_dist only averages equal values
+        metric = float(temperature_error_to_celsius((sse.sum() / count.sum()).sqrt()))
+        self.log("val/rmse_c", metric, sync_dist=True, prog_bar=True)
+        self.log("val/mean_fill_rmse_c", float(temperature_error_to_celsius((fill_sse.sum() / count.sum()).sqrt())),
+                 sync_dist=True)
+        for band in range(self.num_bands):
+            self.log(f"val/rmse_c_band{band}", float(temperature_error_to_celsius((sse[band] / count[band]).sqrt())),
+                     sync_dist=True)
+
+    # ----------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def sample(
+        self,
+        batch: Mapping,
+        num_samples: int,
+        steps: int,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        replace_observed: bool | None = None,
+    ) -> torch.Tensor:
+        """N samples per input in ONE batched call -> (B, N, C, H, W), normalised units.
+
+        Observed pixels are merged exactly, land is 0. ``replace_observed`` defaults to
+        model.replace_observed. Uses whatever weights the module holds (EMA after load_model or during
+        validation).
+        """
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler {sampler!r} is unknown; use one of {list(SAMPLERS)}.")
+        y_like = _require(batch, "x", "observations")
+        size = y_like.shape[0]
+        repeated = repeat_batch(batch, int(num_samples))
+        scheduler = make_sampler(sampler, self.model_config, steps, device=y_like.device)
+        if replace_observed is None:
+            replace_observed = bool(self.model_config["replace_observed"])
+        out = sample_loop(
+            lambda noisy, t: self.denoise(repeated, noisy, t),
+            scheduler,
+            tuple(repeated["x"].shape),
+            observed=repeated["x"],
+            observed_mask=repeated["valid_mask"],
+            land_mask=repeated["land_mask"],
+            replace_observed=replace_observed,
+            eta=eta,
+            generator=generator,
+            device=y_like.device,
+        )
+        return out.reshape(size, int(num_samples), *out.shape[1:])
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
+    """LR factor: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def repeat_batch(batch: Mapping, times: int) -> dict:
+    """Each sample repeated ``times`` times in a row (sample-major), for ensembles in one call."""
+    if times < 1:
+        raise ValueError(f"num_samples must be >= 1, got {times}")
+    return {k: v.repeat_interleave(times, dim=0) if torch.is_tensor(v) and v.ndim > 0 else v
+            for k, v in batch.items()}
+
+
+def slice_batch(batch: Mapping, count: int) -> dict:
+    return {k: v[:count] if torch.is_tensor(v) and v.ndim > 0 else v for k, v in batch.items()}
+
+
+def mean_fill(batch: Mapping) -> torch.Tensor:
+    """Trivial baseline: each band of each patch filled with the mean of its observed pixels (0 if none)."""
+    observed = batch["valid_mask"] * batch["land_mask"]
+    total = (batch["x"] * observed).sum((2, 3), keepdim=True)
+    mean = total / observed.sum((2, 3), keepdim=True).clamp_min(1.0)
+    return mean.expand_as(batch["x"]) * batch["land_mask"]
+
+
+# --------------------------------------------------------------------- model.ckpt
+def save_model(module: DepthDifModule, state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """Write model.ckpt: a plain dict loadable with ``torch.load(path, weights_only=True)``.
+
+    Refuses to write weights that hold NaN/inf (a NaN model must never look finished).
+    """
+    from depthdif.atomic import atomic_path
+
+    tensors = {k: v.detach().cpu().clone() for k, v in state_dict.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise NonFiniteLossError(f"refusing to save {path}: non-finite weights in {bad[:5]} (training diverged).")
+    payload = {
+        "state_dict": tensors,
+        "config": _plain(module.settings),
+        "variant": module.variant,
+        "num_bands": module.num_bands,
+        "format_version": FORMAT_VERSION,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able copy (tuples -> lists) so the weights_only unpickler accepts it."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_model(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    variant: str | None = None,
+    config: Mapping | None = None,
+) -> DepthDifModule:
+    """Rebuild the module from model.ckpt with its (EMA) weights, in eval mode, ready to ``sample``.
+
+    ``variant`` / ``config`` (optional) are checked against what the checkpoint was trained with, so a
+    temp_v1 model is never silently used on eo_4band batches or with another network size.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"model checkpoint {path} does not exist; run the train_<variant> rule first.")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # pickle errors come in many types; all mean "not our file"
+        raise CheckpointError(f"{path} is not a DepthDif model.ckpt readable with weights_only=True: {err}") from err
+    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has format_version {payload.get('format_version') if isinstance(payload, dict) else None}, "
+            f"this code reads {FORMAT_VERSION}; retrain or use the matching DepthDif version."
+        )
+    saved_variant = payload["variant"]
+    if variant is not None and variant != saved_variant:
+        raise CheckpointError(f"{path} holds a {saved_variant!r} model, but variant {variant!r} was asked for.")
+    settings = payload["config"]
+    if config is not None:
+        _check_compatible(path, settings, model_settings(config, saved_variant), payload["num_bands"], config)
+    module = DepthDifModule(settings, {"val_samples": 1, "val_sampling_steps": 1}, payload["num_bands"])
+    module.load_state_dict(payload["state_dict"], strict=True)
+    return module.to(map_location).eval()
+
+
+_NETWORK_KEYS = ("dim", "dim_mults", "blocks_per_level", "expansion", "film_coords", "film_day_of_year",
+                 "timesteps", "beta_schedule", "parameterization")
+
+
+def _check_compatible(path: Path, saved: Mapping, wanted: Mapping, num_bands: int, config: Mapping) -> None:
+    differences = [
+        f"model.{key}: checkpoint {saved['model'].get(key)!r} vs config {wanted['model'].get(key)!r}"
+        for key in _NETWORK_KEYS
+        if saved["model"].get(key) != wanted["model"].get(key)
+    ]
+    if saved["dataset"]["first_guess"] != wanted["dataset"]["first_guess"]:
+        differences.append(f"dataset.first_guess: checkpoint {saved['dataset']['first_guess']} vs config "
+                           f"{wanted['dataset']['first_guess']}")
+    expected_bands = num_target_bands(config, saved["variant"])
+    if expected_bands != num_bands:
+        differences.append(f"target bands: checkpoint {num_bands} vs config {expected_bands} (export.depth_indices)")
+    if differences:
+        raise CheckpointError(
+            f"{path} was trained with a different config:\n  " + "\n  ".join(differences)
+            + "\nUse the config it was trained with, or retrain."
+        )

@@ -1,0 +1,178 @@
+"""Train one variant: the body of the ``train_<variant>`` rules.
+
+``run_training(config, variant, out_dir)`` writes
+    out_dir/model.ckpt                       EMA weights, plain dict (torch.load(weights_only=True))
+    out_dir/train/metrics.csv                one row per logged step, every run of this folder merged
+    out_dir/train/checkpoints/last.ckpt      full trainer state; a rerun resumes from it
+    out_dir/train/checkpoints/best-*.ckpt    best val/rmse_c so far
+    out_dir/train/csv_logs/version_*/        Lightning's raw CSV logs, one folder per (re)start
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pandas as pd
+import torch
+from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from depthdif.atomic import atomic_to_csv
+from depthdif.models.module import (
+    VARIANTS,
+    CheckpointError,
+    DepthDifModule,
+    model_settings,
+    num_target_bands,
+    save_model,
+)
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.ckpt"
+LAST_CKPT = "last.ckpt"
+
+
+class DepthDifEMA(EMAWeightAveraging):
+    """Lightning's EMA callback (validation runs on the EMA weights; checkpoints hold both sets), except
+    that the raw weights stay in the module when fit ends.
+
+    Why: the parent copies the average over the raw weights in ``on_train_end``, and ModelCheckpoint then
+    writes that into last.ckpt as the *raw* state, so a run resumed with a larger train.max_steps would
+    continue from the EMA instead of the optimiser's weights. ``run_training`` reads the average from
+    :meth:`averaged_state_dict` instead.
+    """
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pass
+
+    def averaged_state_dict(self) -> dict[str, torch.Tensor]:
+        if self._average_model is None:
+            raise RuntimeError("the EMA callback has no average yet: call it only after trainer.fit")
+        return self._average_model.module.state_dict()
+
+
+def build_module(config: Mapping, variant: str) -> DepthDifModule:
+    """A fresh (untrained) module for ``variant`` sized by ``config``."""
+    if variant not in VARIANTS:
+        raise CheckpointError(f"unknown variant {variant!r}; use one of {list(VARIANTS)}.")
+    train_config = {**config["train"], "seed": int(config.get("seed", 0))}
+    return DepthDifModule(model_settings(config, variant), train_config, num_target_bands(config, variant))
+
+
+def default_datamodule(config: Mapping, variant: str) -> pl.LightningDataModule:
+    # imported here: the data side is heavy and tests inject their own datamodule
+    from depthdif.datamodule import DepthDifDataModule
+
+    return DepthDifDataModule(config, variant=variant)
+
+
+def checkpoint_callbacks(checkpoint_dir: Path, every_n_steps: int) -> list[ModelCheckpoint]:
+    """``last.ckpt`` every N steps (for resuming) and the best on val/rmse_c."""
+    last = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_train_steps=every_n_steps)
+    best = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        monitor="val/rmse_c",
+        mode="min",
+        save_top_k=1,
+        filename="best-step{step:06d}",
+        auto_insert_metric_name=False,
+    )
+    return [last, best]
+
+
+def resumable_checkpoint(path: Path) -> Path | None:
+    """``path`` if it exists and is readable; a truncated file (killed while writing) is set aside."""
+    if not path.is_file():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zip, unpickling error, ...
+        broken = path.with_suffix(".ckpt.broken")
+        path.replace(broken)
+        log.warning("%s is unreadable (%s); moved it to %s and starting from scratch", path, err, broken)
+        return None
+    return path
+
+
+def make_trainer(config: Mapping, out_dir: Path, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
+    tc, batch_size = config["train"], config["loader"]["batch_size"]
+    train_dir = out_dir / "train"
+    return pl.Trainer(
+        max_steps=tc["max_steps"],
+        max_time={"minutes": tc["max_time_minutes"]} if tc["max_time_minutes"] else None,
+        accelerator=tc["accelerator"],
+        devices=tc["devices"],
+        num_nodes=tc["num_nodes"],
+        strategy=tc["strategy"],
+        precision=tc["precision"],
+        gradient_clip_val=tc["gradient_clip_val"] or None,
+        val_check_interval=tc["val_every_n_steps"],
+        check_val_every_n_epoch=None,  # count validation in steps across epochs
+        limit_val_batches=max(1, math.ceil(tc["val_samples"] / batch_size)),
+        num_sanity_val_steps=0,  # a sanity pass would cost a full DDIM run for nothing
+        log_every_n_steps=tc["log_every_n_steps"],
+        logger=CSVLogger(save_dir=train_dir, name="csv_logs"),
+        callbacks=[
+            DepthDifEMA(decay=tc["ema_decay"]),
+            *checkpoint_callbacks(train_dir / "checkpoints", tc["checkpoint_every_n_steps"]),
+            *callbacks,
+        ],
+        default_root_dir=train_dir,
+        enable_model_summary=True,
+    )
+
+
+def merge_metrics(csv_log_root: Path, target: Path) -> pd.DataFrame:
+    """One row per step from every ``version_*/metrics.csv`` (Lightning writes train and val rows apart).
+
+    Versions are read in order, so where a resumed run re-logged a step its values win.
+    """
+    files = sorted(csv_log_root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
+    frames = [pd.read_csv(f) for f in files if f.stat().st_size > 0]
+    if frames:
+        merged = pd.concat(frames, ignore_index=True).groupby("step", sort=True).last().reset_index()
+    else:
+        merged = pd.DataFrame({"step": pd.Series(dtype="int64")})
+    atomic_to_csv(merged, target)
+    return merged
+
+
+def run_training(
+    config: Mapping,
+    variant: str,
+    out_dir: Path,
+    datamodule: pl.LightningDataModule | None = None,
+    callbacks: Sequence[Callback] = (),
+) -> Path:
+    """Train ``variant``, resuming from ``out_dir/train/checkpoints/last.ckpt`` when it exists.
+
+    Returns the path of the written model.ckpt (EMA weights).
+    """
+    out_dir = Path(out_dir)
+    tc = config["train"]
+    torch.set_num_threads(int(tc["threads"]))
+    pl.seed_everything(int(config.get("seed", 0)), workers=True)
+    module = build_module(config, variant)
+    datamodule = datamodule if datamodule is not None else default_datamodule(config, variant)
+    trainer = make_trainer(config, out_dir, callbacks)
+    resume = resumable_checkpoint(out_dir / "train" / "checkpoints" / LAST_CKPT)
+    if resume:
+        log.info("resuming %s from %s", variant, resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+
+    model_path = out_dir / MODEL_FILE
+    if trainer.is_global_zero:
+        ema = next(cb for cb in trainer.callbacks if isinstance(cb, DepthDifEMA))
+        save_model(module, ema.averaged_state_dict(), model_path)
+        merged = merge_metrics(out_dir / "train" / "csv_logs", out_dir / "train" / "metrics.csv")
+        last_val = merged["val/rmse_c"].dropna() if "val/rmse_c" in merged else pd.Series(dtype=float)
+        log.info(
+            "%s: trained to step %d; last val/rmse_c %s; wrote %s",
+            variant, trainer.global_step, f"{last_val.iloc[-1]:.3f} °C" if len(last_val) else "n/a", model_path,
+        )
+    return model_path
