@@ -325,3 +325,31 @@ def test_wrong_dims_is_a_clear_error(tmp_path):
     manifest = write_manifest(raw, [name])
     with pytest.raises(ExportError, match=r"has dims \('time', 'level', 'latitude', 'longitude'\)"):
         export_patches(config_for(tmp_path), manifest, workers=1)
+
+
+def test_kelvin_file_is_written_in_celsius(tmp_path):
+    raw = tmp_path / "data" / "raw"
+    raw.mkdir(parents=True)
+
+    def to_kelvin(ds):
+        kelvin = (ds["thetao"] + 273.15).astype(np.float32)
+        kelvin.attrs = {"units": "K"}
+        kelvin.encoding = {"dtype": "float32", "_FillValue": np.float32(np.nan)}
+        return ds.assign(thetao=kelvin)
+
+    name = modified_copy(raw, to_kelvin)
+    index_csv = export_patches(config_for(tmp_path), write_manifest(raw, [name]), workers=1)
+    index = pd.read_csv(index_csv)
+    assert (index["units"] == "degrees_C").all()
+    celsius = reference(SAMPLE / NOV)["data"]
+    for row in index.itertuples():
+        patch = np.load(index_csv.parent / row.y_npy_path)
+        expected = celsius[:, row.y0 : row.y0 + SIZE, row.x0 : row.x0 + SIZE]
+        np.testing.assert_allclose(patch, expected, atol=1e-4)  # float32 K has ~3e-5 K steps
+
+
+def test_files_with_different_depths_are_an_error(tmp_path):
+    raw, _ = make_raw(tmp_path, names=(DEC,))
+    name = modified_copy(raw, lambda ds: ds.assign_coords(depth=ds["depth"] * 2))
+    with pytest.raises(ExportError, match="do not share a depth axis"):
+        export_patches(config_for(tmp_path), write_manifest(raw, [name, DEC]), workers=1)

@@ -20,8 +20,11 @@ Choices worth knowing:
 - Files of one manifest must share the depth axis (same values at the requested indices): channel k must
   mean the same depth in every patch, so a mismatch is an error rather than a silent mix.
 - Rerun safety: the old index CSV is removed first, every .npy and finally the index are written
-  atomically, and any .npy in y_npy/ that the new index does not list (a stale sample of an earlier
-  config, a temp file of a killed run) is deleted, so the index always matches the files on disk.
+  atomically (a .npy that already holds the same bytes is left alone), and any .npy in y_npy/ that the
+  new index does not list (a stale sample of an earlier config, a temp file of a killed run) is
+  deleted, so the index always matches the files on disk.
+- A variable whose units say Kelvin is converted to °C (units column "degrees_C"); other units are
+  written as they are (e.g. salinity for export.variable = so) and named in the units column.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from ._common import BaselineInputError, BaselineUnavailable
-from .climatology import climatology, climatology_history, load_history
+from .climate import climatology, climatology_history, load_history
 from .dineof import dineof_fill
 from .first_guess import first_guess_estimate
-from .oi import eo_regression_oi, gaussian_oi_anomaly, oi, tune_oi
+from .optimal_interpolation import eo_regression_oi, gaussian_oi_anomaly, oi, tune_oi
 from .spatial import biharmonic, idw, linear, mean_fill, nearest
 
 BASELINES: dict[str, Callable[..., np.ndarray]] = {

@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from ._common import BaselineInputError, as_ocean_mask
-from .oi import complete_eo, gaussian_oi_anomaly, regress_on_eo
+from .optimal_interpolation import complete_eo, gaussian_oi_anomaly, regress_on_eo
 
 logger = logging.getLogger(__name__)
 

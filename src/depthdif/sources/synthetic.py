@@ -150,6 +150,7 @@ POPULATIONS = (
 BLOCK_DAYS = 120.0  # eddies are drawn per block of birth times, so any month finds its eddies alone
 STIRRING_DAYS = 12.0
 STIRRING_STEPS = 12
+STIRRING_SMOOTHING_PX = 0.5
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ def make_coast(grid: Grid, seed: int) -> Coast:
     land_fraction = rng.uniform(0.25, 0.35)
     base = grid.width_km * (1.0 - land_fraction)
     tilt = rng.uniform(-0.35, 0.15)  # a coast running NW-SE like Baja California, or N-S
-    meander = _fourier_series(rng, 24, 2.5 * grid.height_km, rms_km=0.06 * grid.width_km + 25.0, slope=1.2)
+    meander = _fourier_series(rng, 32, 2.5 * grid.height_km, rms_km=0.05 * grid.width_km + 30.0, slope=0.9)
     shelf = _fourier_series(rng, 6, 2.0 * grid.height_km, rms_km=20.0, slope=1.0)
     mid = 0.5 * grid.height_km
 
@@ -342,7 +343,7 @@ SEASON_PEAK_DAY = 245.0  # SST peaks in early September in the subtropical north
 UPWELLING_C = -2.0
 UPWELLING_WIDTH_KM = 90.0
 FRONT_C = 1.2
-FRONT_WIDTH_KM = 25.0
+FRONT_WIDTH_KM = 15.0
 TILT_C_PER_100KM = 0.35
 TILT_MAX_KM = 1200.0
 
@@ -361,7 +362,7 @@ class LargeScale:
 
     def upwelling(self, x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:
         d = self.coast.offshore_km(x_km, y_km)
-        return UPWELLING_C * 0.5 * (1.0 - np.tanh((d - UPWELLING_WIDTH_KM) / 45.0))
+        return UPWELLING_C * 0.5 * (1.0 - np.tanh((d - UPWELLING_WIDTH_KM) / 30.0))
 
     def front(self, x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:
         return FRONT_C * 0.5 * np.tanh((y_km - self.front_y_of_x(x_km)) / FRONT_WIDTH_KM)
@@ -490,7 +491,8 @@ def render_eddies(
         shape = np.exp(-(r2 ** (0.5 * eddies.power[i])) / eddies.power[i])
         temp[levels, rows, cols] += (vertical[levels, i] * eddies.amplitude_c[i])[:, None, None] * shape
         if swirl[i]:
-            psi[rows, cols] += swirl[i] * shape
+            # a Gaussian streamfunction: near solid-body cores that do not wind filaments below a cell
+            psi[rows, cols] += swirl[i] * np.exp(-0.5 * r2)
     return temp, psi
 
 
@@ -524,7 +526,10 @@ def stirred_anomaly(
         u, v = velocity(r - 0.5 * step * v, c - 0.5 * step * u)
         r, c = r - step * v, c - step * u
     here = pattern.surface(grid.km()[0], grid.km()[1])
-    return pattern.surface((c - pad) * grid.dx_km, (r - pad) * grid.dy_km) - here
+    stirred = pattern.surface((c - pad) * grid.dx_km, (r - pad) * grid.dy_km) - here
+    # Spirals inside fast-turning cores wind up below the grid scale and would alias into pixel noise;
+    # a monthly mean of a 1/12-degree model is smooth at that scale, so smooth by about one cell.
+    return ndimage.gaussian_filter(stirred, STIRRING_SMOOTHING_PX, mode="nearest")
 
 
 # --------------------------------------------------------------------------------------- assembly
