@@ -99,3 +99,78 @@ def persistence(levels_a: np.ndarray, levels_b: np.ndarray, ocean: np.ndarray) -
         correlation(mesoscale_anomaly(a, ocean), mesoscale_anomaly(b, ocean))
         for a, b in zip(levels_a, levels_b, strict=True)
     ]
+
+
+# ------------------------------------------------------------------------------ command line
+# python tests/ocean_stats.py [--seeds 0 1 2]: the table of docs/synthetic-ocean.md, real sample vs
+# synthetic ocean (mean over seeds and over month pairs Nov->Dec 2010, Mar->Apr 2011, Jul->Aug 2012).
+
+SAMPLE_DEPTH_INDICES = [0, 7, 14, 21, 28]  # 0.49, 9.57, 29.4, 92.3, 318 m in the 50-level axis
+MONTH_PAIRS = [((2010, 11), (2010, 12)), ((2011, 3), (2011, 4)), ((2012, 7), (2012, 8))]
+
+
+def _pair_statistics(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """(level, statistic) for two months of the five sample levels: the columns of the table."""
+    ocean = np.isfinite(first).all(axis=0) & np.isfinite(second).all(axis=0)
+    rows = level_statistics(first, ocean)
+    keep = persistence(first, second, ocean)
+    change = np.mean(second[:, ocean], axis=1) - np.mean(first[:, ocean], axis=1)
+    land = np.isnan(first).mean(axis=(1, 2))
+    columns = ["mean", "std", "anomaly_std", "anomaly_corr_surface", "corr_surface", "efolding_px", "gradient_kurtosis"]
+    return np.array(
+        [[r[c] for c in columns] + [p, d, f] for r, p, d, f in zip(rows, keep, change, land, strict=True)]
+    )
+
+
+TABLE_COLUMNS = [
+    "mean (°C)", "std (°C)", "anomaly std (°C)", "anomaly corr. surface", "full corr. surface",
+    "e-folding (px)", "gradient excess kurtosis", "persistence (1 month)", "mean change (°C)", "land fraction",
+]  # fmt: skip
+
+
+def _real_table() -> np.ndarray:
+    import xarray as xr
+
+    from depthdif import glorys
+
+    folder = __import__("pathlib").Path(__file__).parent / "data" / "glorys12_nwmexico"
+    nov, dec = (xr.open_dataset(folder / glorys.file_name(2010, m))["thetao"].values[0] for m in (11, 12))
+    return _pair_statistics(nov, dec)
+
+
+def _synthetic_tables(seeds: list[int]) -> np.ndarray:
+    from depthdif.config import validate_config
+    from depthdif.sources.synthetic import synthetic_dataset
+
+    tables = []
+    for seed in seeds:
+        config = validate_config({"source": {"synthetic": {"seed": seed}}})
+        for first, second in MONTH_PAIRS:
+            a, b = (synthetic_dataset(config, *ym)["thetao"].values[0][SAMPLE_DEPTH_INDICES] for ym in (first, second))
+            tables.append(_pair_statistics(a, b))
+    return np.stack(tables)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args(argv)
+    real, synthetic = _real_table(), _synthetic_tables(args.seeds)
+    depths = [0.49, 9.57, 29.4, 92.3, 318.1]
+    print(f"real: GLORYS12 Nov->Dec 2010 sample; synthetic: mean [min, max] over seeds {args.seeds} x "
+          f"{len(MONTH_PAIRS)} month pairs\n")
+    print("| statistic | " + " | ".join(f"{d} m real / synthetic" for d in depths) + " |")
+    print("|---" * (len(depths) + 1) + "|")
+    for j, name in enumerate(TABLE_COLUMNS):
+        cells = [
+            f"{real[i, j]:.2f} / {synthetic[:, i, j].mean():.2f} [{synthetic[:, i, j].min():.2f}, "
+            f"{synthetic[:, i, j].max():.2f}]"
+            for i in range(len(depths))
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

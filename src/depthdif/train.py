@@ -72,10 +72,16 @@ def default_datamodule(config: Mapping, variant: str) -> pl.LightningDataModule:
 
 
 def checkpoint_callbacks(checkpoint_dir: Path, every_n_steps: int) -> list[ModelCheckpoint]:
-    """``last.ckpt`` every N steps (for resuming) and the best on val/rmse_c."""
+    """``last.ckpt`` every N steps (for resuming) and the best on val/rmse_c.
+
+    The best-checkpoint callback rewrites last.ckpt too, after each validation: the every-N-steps save
+    happens before validation runs at the same step, so without it a resumed run would not know the
+    best file it had written and leave it behind.
+    """
     last = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_train_steps=every_n_steps)
     best = ModelCheckpoint(
         dirpath=checkpoint_dir,
+        save_last=True,
         monitor="val/rmse_c",
         mode="min",
         save_top_k=1,

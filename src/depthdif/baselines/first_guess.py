@@ -57,7 +57,7 @@ def first_guess_estimate(
                 trend = intercept + slope * eo_full
             trends.append(trend)
             residuals[:, j] = values[:, j] - trend[rows, cols]
-        anomaly = gaussian_oi_anomaly(rows, cols, residuals, shape, length_scale_px, noise_ratio)
+        anomaly = gaussian_oi_anomaly(rows, cols, residuals, shape, length_scale_px, noise_ratio, np.float32)
         for j, band in enumerate(bands):
             field = trends[j] + anomaly[j]
             field[rows, cols] = values[:, j]

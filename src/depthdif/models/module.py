@@ -177,7 +177,7 @@ class DepthDifModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch)
-        if torch.isfinite(loss):
+        if torch.isfinite(loss) and self._trainer is not None:
             self.log("train/loss", loss, prog_bar=True, batch_size=batch["y"].shape[0])
         # A NaN loss is still returned: its backward gives NaN gradients on every DDP rank alike, and
         # on_before_optimizer_step then skips the update everywhere (returning None on one rank would hang DDP).

@@ -116,7 +116,7 @@ POPULATIONS = (
         shape_power=(2.0, 5.0),
         profile=_profile(_Z, [1.0, 1.0, 1.05, 1.2, 0.9, 0.4, 0.2, 0.05, 0.01, 0.0, 0.0, 0.0]),
         depth_stretch=(0.6, 1.6),
-        swirl_km_day_per_c=22.0,
+        swirl_km_day_per_c=18.0,
     ),
     EddyPopulation(
         name="thermocline",
@@ -149,7 +149,7 @@ POPULATIONS = (
 )
 BLOCK_DAYS = 120.0  # eddies are drawn per block of birth times, so any month finds its eddies alone
 STIRRING_DAYS = 12.0
-STIRRING_STEPS = 12
+STIRRING_STEPS = 20
 STIRRING_SMOOTHING_PX = 0.5
 
 
@@ -269,7 +269,7 @@ class Coast:
 
 def make_coast(grid: Grid, seed: int) -> Coast:
     rng = _rng(seed, _KEY_COAST)
-    land_fraction = rng.uniform(0.25, 0.35)
+    land_fraction = rng.uniform(0.28, 0.40)
     base = grid.width_km * (1.0 - land_fraction)
     tilt = rng.uniform(-0.35, 0.15)  # a coast running NW-SE like Baja California, or N-S
     meander = _fourier_series(rng, 32, 2.5 * grid.height_km, rms_km=0.05 * grid.width_km + 30.0, slope=0.9)
@@ -286,7 +286,9 @@ def make_coast(grid: Grid, seed: int) -> Coast:
 
 
 SHELF_BREAK_M = 150.0
-ABYSS_M = 4200.0
+ABYSS_M = 3600.0  # at the foot of the slope; the abyssal plain deepens offshore
+ABYSS_DEEPENING_M_PER_KM = 0.8
+ISLAND_FLANK_M = 8000.0  # deeper than any floor, so far from the island the regional floor wins
 SLOPE_KM = 90.0
 
 
@@ -297,7 +299,8 @@ def sea_floor_depth(grid: Grid, seed: int, n_islands: int, coast: Coast | None =
     d = coast.offshore_km(x, y)
     shelf = coast.shelf_km(y)
     on_shelf = 2.0 + (SHELF_BREAK_M - 2.0) * np.clip(d, 0, None) / shelf
-    off_shelf = SHELF_BREAK_M + (ABYSS_M - SHELF_BREAK_M) * (1 - np.exp(-np.clip(d - shelf, 0, None) / SLOPE_KM))
+    abyss = ABYSS_M + ABYSS_DEEPENING_M_PER_KM * np.clip(d, 0.0, 2000.0)
+    off_shelf = SHELF_BREAK_M + (abyss - SHELF_BREAK_M) * (1 - np.exp(-np.clip(d - shelf, 0, None) / SLOPE_KM))
     depth = np.where(d < 0, -10.0, np.where(d < shelf, on_shelf, off_shelf))
     rng = _rng(seed, _KEY_ISLANDS)
     for _ in range(n_islands):
@@ -314,7 +317,7 @@ def _island_depth(rng, grid: Grid, coast: Coast, x, y) -> np.ndarray:
     bank_km = rng.uniform(20.0, 60.0)
     r = np.hypot(x - xc, y - yc)
     above = -height * (1.0 - r / radius)
-    below = 2.0 + ABYSS_M * (1.0 - np.exp(-np.clip(r - radius, 0, None) / bank_km))
+    below = 2.0 + ISLAND_FLANK_M * (1.0 - np.exp(-np.clip(r - radius, 0, None) / bank_km))  # min() with the floor
     return np.where(r < radius, above, below)
 
 

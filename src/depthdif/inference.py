@@ -1,0 +1,97 @@
+"""Apply a trained model to arrays in °C: build contract batches, sample ensembles, return °C fields.
+
+Used by `depthdif reconstruct` and the evaluation's whole-region reconstruction, where inputs come from
+NetCDF grids rather than from the patch datasets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from depthdif.glorys import DEPTH_LEVELS_M
+from depthdif.normalization import (
+    temperature_denormalize,
+    temperature_error_to_celsius,
+    temperature_normalize,
+)
+
+
+@dataclass
+class TileInput:
+    """One patch of observations in °C. ``observed``: (C, H, W), NaN where not observed or land."""
+
+    observed: np.ndarray
+    ocean: np.ndarray  # (C, H, W) bool
+    eo: np.ndarray | None  # (H, W) °C, NaN on land; eo_4band only
+    date: int  # YYYYMMDD
+    lat_centre: float
+    lon_centre: float
+
+
+def circular_mean_lon(lon0: float, lon1: float) -> float:
+    """Midpoint of two longitudes that is safe across the dateline (170, -170 -> 180)."""
+    angles = np.deg2rad([lon0, lon1])
+    mid = np.rad2deg(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()))
+    return float(180.0 if np.isclose(abs(mid), 180.0) else mid)
+
+
+def band_depths(settings: dict) -> list[float]:
+    """Depths (m) of the exported channels a checkpoint was trained on."""
+    export = settings["export"]
+    if export.get("depth_values_m"):
+        return [float(d) for d in export["depth_values_m"]]
+    return [float(DEPTH_LEVELS_M[i]) for i in export["depth_indices"]]
+
+
+def target_depths(settings: dict) -> list[float]:
+    """Depths (m) of the bands the model reconstructs (C of the batch contract)."""
+    depths = band_depths(settings)
+    if settings["variant"] == "temp_v1":
+        return [depths[settings["dataset"]["temp_v1_band"]]]
+    return depths[1:]
+
+
+def build_batch(tiles: Sequence[TileInput], settings: dict) -> dict[str, torch.Tensor]:
+    """Stack tiles into a batch of the sample contract (normalised, 0 where hidden or land)."""
+    ocean = np.stack([t.ocean for t in tiles]).astype(bool)
+    observed = np.stack([t.observed for t in tiles])
+    valid = np.isfinite(observed) & ocean
+    x = np.where(valid, temperature_normalize(np.nan_to_num(observed)), 0.0)
+    batch = {
+        "x": torch.from_numpy(x.astype(np.float32)),
+        "valid_mask": torch.from_numpy(valid.astype(np.float32)),
+        "land_mask": torch.from_numpy(ocean.astype(np.float32)),
+        "y": torch.zeros(x.shape, dtype=torch.float32),  # unknown; the sampler never reads it
+        "date": torch.tensor([t.date for t in tiles], dtype=torch.int64),
+        "coords": torch.tensor([[t.lat_centre, t.lon_centre] for t in tiles], dtype=torch.float32),
+    }
+    if settings["variant"] == "eo_4band":
+        eo = np.stack([t.eo for t in tiles])[:, None]
+        batch["eo"] = torch.from_numpy(np.nan_to_num(temperature_normalize(eo), nan=0.0).astype(np.float32))
+        batch["eo_available"] = torch.ones(len(tiles), 1)
+    if settings["dataset"]["first_guess"]:
+        from depthdif.baselines import first_guess_estimate
+
+        guesses = [
+            first_guess_estimate(x[i], valid[i], ocean[i], batch["eo"][i, 0].numpy() if "eo" in batch else None,
+                                 length_scale_px=6.0)
+            for i in range(len(tiles))
+        ]
+        batch["first_guess"] = torch.from_numpy(np.stack(guesses))
+    return batch
+
+
+def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Ensemble of the model in °C: (mean, std, members) with members (B, N, C, H, W), NaN on land."""
+    generator = torch.Generator().manual_seed(seed)
+    members_z = module.sample(batch, num_samples=ensemble_size, steps=steps, generator=generator)
+    members_z = members_z.float().cpu().numpy()
+    ocean = batch["land_mask"].numpy()[:, None] > 0
+    members = np.where(ocean, temperature_denormalize(members_z), np.nan)
+    mean = np.where(ocean[:, 0], temperature_denormalize(members_z.mean(axis=1)), np.nan)
+    std = np.where(ocean[:, 0], temperature_error_to_celsius(members_z.std(axis=1)), np.nan)
+    return mean, std, members

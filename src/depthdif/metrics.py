@@ -1,0 +1,230 @@
+"""Scores of reconstructions against the truth, in °C, accumulated over many patches.
+
+Every method in metrics.csv is scored the same way: on the hidden ocean pixels of a band (the caller's
+``region``), with errors ``pred - truth`` in °C.  Scores over many patches are accumulated as sums
+(squared errors, absolute errors, errors, CRPS, pixel counts) and divided once at the end, so that the
+RMSE is that of all pixels pooled, not a mean of per-patch RMSEs (which would weight a patch with 10
+hidden pixels like one with 10 000).
+
+CRPS: ensembles are scored with the CRPS of their empirical distribution (scoringrules' default
+``"qd"`` estimator, equal to ``E|X - y| - E|X - X'| / 2`` over the members).  A deterministic estimate is
+the one-member case, whose CRPS is exactly its absolute error, so ``crps_c`` of a deterministic method is
+its MAE: deterministic and probabilistic methods share one column on one scale.  (The "fair" estimator
+would make N = 1 undefined and is not used.)
+
+Spread/skill: ``sqrt((N+1)/N * mean(s^2)) / RMSE(ensemble mean)`` with ``s^2`` the unbiased (ddof=1)
+member variance.  For a calibrated N-member ensemble (truth and members exchangeable draws of one
+distribution of variance sigma^2) the ensemble mean's squared error has expectation
+``sigma^2 + sigma^2/N = (N+1)/N sigma^2`` while ``E[s^2] = sigma^2``; the factor makes the ratio 1 for a
+calibrated ensemble of any size (Fortin et al. 2014, J. Hydrometeor.).  < 1: over-confident; > 1:
+under-confident.
+
+All inputs must already be in °C (``depthdif.normalization.temperature_denormalize`` for z-scores).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scoringrules
+
+logger = logging.getLogger(__name__)
+
+METRIC_COLUMNS = (
+    "method", "band", "depth_m", "mask_fraction", "rmse_c", "mae_c", "bias_c", "crps_c", "n_pixels",
+)
+SPREAD_COLUMNS = ("spread_c", "spread_skill")
+CRPS_ESTIMATOR = "qd"  # empirical-distribution CRPS; one member -> absolute error
+
+
+class ScoreInputError(ValueError):
+    """Arrays given to a score do not match, or hold NaN where a score needs a value."""
+
+
+def crps_ensemble(members: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pixel-wise CRPS of an ensemble ``members`` (N, ...) against ``truth`` (...), same units as given."""
+    members = np.asarray(members, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    if members.shape[1:] != truth.shape:
+        raise ScoreInputError(
+            f"crps_ensemble: members have shape {members.shape}, expected (N, *{truth.shape}) for truth {truth.shape}"
+        )
+    return np.asarray(scoringrules.crps_ensemble(truth, members, m_axis=0, estimator=CRPS_ESTIMATOR))
+
+
+@dataclass
+class _Sums:
+    """Running sums of one (method, band, mask_fraction) cell."""
+
+    depth_m: float = math.nan
+    n: int = 0
+    sse: float = 0.0
+    sae: float = 0.0
+    se: float = 0.0
+    crps: float = 0.0
+    ensemble_n: int = 0  # pixels scored as an ensemble (spread needs them)
+    corrected_var: float = 0.0  # sum over ensemble pixels of (N+1)/N * unbiased member variance
+    ensemble_sse: float = 0.0  # squared errors of the ensemble mean on those pixels
+
+    def add(self, other: _Sums) -> None:
+        for name in ("n", "sse", "sae", "se", "crps", "ensemble_n", "corrected_var", "ensemble_sse"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass(frozen=True)
+class BandScore:
+    """Scores of one band (one patch or pooled over many), in °C."""
+
+    rmse_c: float
+    mae_c: float
+    bias_c: float  # mean of pred - truth
+    crps_c: float  # MAE for a deterministic estimate (the CRPS of a point forecast)
+    n_pixels: int
+    spread_c: float = math.nan  # sqrt((N+1)/N * mean unbiased member variance); NaN if not an ensemble
+    spread_skill: float = math.nan  # spread_c / RMSE of the ensemble mean
+
+    @classmethod
+    def from_sums(cls, sums: _Sums) -> BandScore:
+        if sums.n == 0:
+            return cls(math.nan, math.nan, math.nan, math.nan, 0)
+        spread = skill = math.nan
+        if sums.ensemble_n:
+            spread = math.sqrt(sums.corrected_var / sums.ensemble_n)
+            rmse_mean = math.sqrt(sums.ensemble_sse / sums.ensemble_n)
+            skill = spread / rmse_mean if rmse_mean > 0 else math.nan
+        return cls(
+            rmse_c=math.sqrt(sums.sse / sums.n),
+            mae_c=sums.sae / sums.n,
+            bias_c=sums.se / sums.n,
+            crps_c=sums.crps / sums.n,
+            n_pixels=sums.n,
+            spread_c=spread,
+            spread_skill=skill,
+        )
+
+
+def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> _Sums:
+    """Sums of one band: ``pred`` of truth's shape (deterministic) or with a leading member axis."""
+    pred = np.asarray(pred, dtype=np.float64)
+    truth = np.asarray(truth, dtype=np.float64)
+    region = np.asarray(region)
+    if region.shape != truth.shape:
+        raise ScoreInputError(f"region has shape {region.shape} but truth has shape {truth.shape}")
+    if region.dtype != bool:
+        region = region.astype(bool)
+    if pred.shape == truth.shape:
+        members = pred[None]
+        is_ensemble = False
+    elif pred.shape[1:] == truth.shape and pred.shape[0] >= 1:
+        members = pred
+        is_ensemble = True
+    else:
+        raise ScoreInputError(
+            f"pred has shape {pred.shape}; expected truth's shape {truth.shape} (one estimate) or "
+            f"(N, *{truth.shape}) (an ensemble of N members)"
+        )
+    y = truth[region]
+    x = members[:, region]  # (N, n)
+    if not np.isfinite(y).all():
+        raise ScoreInputError(
+            f"truth is NaN at {int((~np.isfinite(y)).sum())} pixels of the scoring region; the region must "
+            "exclude land / no-data pixels"
+        )
+    if not np.isfinite(x).all():
+        raise ScoreInputError(
+            f"the estimate is NaN at {int((~np.isfinite(x).any(axis=0)).sum())} pixels of the scoring region; "
+            "a method that cannot fill a band should raise and be recorded as unavailable"
+        )
+    error = x.mean(axis=0) - y
+    sums = _Sums(
+        n=int(y.size),
+        sse=float(error @ error),
+        sae=float(np.abs(error).sum()),
+        se=float(error.sum()),
+        crps=float(crps_ensemble(x, y).sum()) if is_ensemble else float(np.abs(error).sum()),
+    )
+    n_members = x.shape[0]
+    if is_ensemble and n_members > 1 and y.size:
+        sums.ensemble_n = sums.n
+        sums.corrected_var = float((n_members + 1) / n_members * x.var(axis=0, ddof=1).sum())
+        sums.ensemble_sse = sums.sse
+    return sums
+
+
+def score_band(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> BandScore:
+    """RMSE, MAE, bias (pred - truth), CRPS and pixel count of one band over ``region``, in °C.
+
+    ``pred`` has truth's shape (a deterministic estimate; CRPS = MAE) or an extra leading member axis (an
+    ensemble: RMSE/MAE/bias of the ensemble mean, CRPS of the members, spread/skill).  ``truth`` and
+    ``region`` may be one patch (H, W) or a stack of patches (P, H, W): pixels are pooled either way.
+    """
+    return BandScore.from_sums(_band_sums(pred, truth, region))
+
+
+def spread_skill_ratio(members: np.ndarray, truth: np.ndarray, region: np.ndarray | None = None) -> float:
+    """``sqrt((N+1)/N * mean member variance) / RMSE(ensemble mean)``: ~1 when calibrated (module doc)."""
+    truth = np.asarray(truth, dtype=np.float64)
+    region = np.isfinite(truth) if region is None else region
+    members = np.asarray(members)
+    if members.ndim != truth.ndim + 1 or members.shape[0] < 2:
+        raise ScoreInputError(f"spread_skill_ratio needs (N >= 2, *{truth.shape}) members; got {members.shape}")
+    return score_band(members, truth, region).spread_skill
+
+
+@dataclass
+class ScoreAccumulator:
+    """Pooled scores keyed by (method, band, mask_fraction), written as the long metrics.csv table.
+
+    Call :meth:`add` for every patch (sums are pooled, see the module docstring) and
+    :meth:`add_unavailable` when a method could not run on a patch (its row then exists with NaN
+    scores and 0 pixels if it never ran).  :meth:`to_frame` gives the contract columns.
+    """
+
+    _cells: dict[tuple[str, int, float], _Sums] = field(default_factory=dict)
+
+    def _cell(self, method: str, band: int, mask_fraction: float, depth_m: float) -> _Sums:
+        key = (str(method), int(band), float(mask_fraction))
+        cell = self._cells.setdefault(key, _Sums(depth_m=float(depth_m)))
+        if not (math.isnan(depth_m) or math.isnan(cell.depth_m)) and not math.isclose(cell.depth_m, depth_m):
+            raise ScoreInputError(f"{key}: band {band} was first given depth {cell.depth_m} m, now {depth_m} m")
+        if math.isnan(cell.depth_m):
+            cell.depth_m = float(depth_m)
+        return cell
+
+    def add(
+        self,
+        method: str,
+        band: int,
+        mask_fraction: float,
+        pred: np.ndarray,
+        truth: np.ndarray,
+        region: np.ndarray,
+        depth_m: float = math.nan,
+    ) -> BandScore:
+        """Pool one patch's band (arguments as :func:`score_band`); returns that patch's own scores."""
+        sums = _band_sums(pred, truth, region)
+        self._cell(method, band, mask_fraction, depth_m).add(sums)
+        return BandScore.from_sums(sums)
+
+    def add_unavailable(self, method: str, band: int, mask_fraction: float, depth_m: float = math.nan) -> None:
+        """Record that ``method`` could not run here (keeps its row in the table even if it never ran)."""
+        self._cell(method, band, mask_fraction, depth_m)
+
+    def score(self, method: str, band: int, mask_fraction: float) -> BandScore:
+        return BandScore.from_sums(self._cells[(str(method), int(band), float(mask_fraction))])
+
+    def to_frame(self, spread: bool = False) -> pd.DataFrame:
+        """Long table with :data:`METRIC_COLUMNS` (plus ``spread_c``, ``spread_skill`` if ``spread``)."""
+        columns = list(METRIC_COLUMNS) + (list(SPREAD_COLUMNS) if spread else [])
+        rows = []
+        for (method, band, fraction), sums in sorted(self._cells.items()):
+            score = BandScore.from_sums(sums)
+            row = {"method": method, "band": band, "depth_m": sums.depth_m, "mask_fraction": fraction}
+            row.update({name: getattr(score, name) for name in columns[4:]})
+            rows.append(row)
+        frame = pd.DataFrame(rows, columns=columns)
+        return frame.astype({"band": "int64", "n_pixels": "int64"})

@@ -1,0 +1,214 @@
+"""The LightningModule: shapes for both variants, overfitting, sampling API, NaN handling, model.ckpt."""
+
+import pytest
+import torch
+from batch_factory import make_batch, tiny_config
+
+from depthdif.models.module import (
+    BatchContractError,
+    CheckpointError,
+    NonFiniteLossError,
+    input_channels,
+    load_model,
+    mean_fill,
+    save_model,
+    warmup_cosine,
+)
+from depthdif.train import build_module
+
+VARIANTS = ["temp_v1", "eo_4band"]
+
+
+def _module(variant, **sections):
+    torch.manual_seed(0)
+    return build_module(tiny_config(**sections), variant)
+
+
+def _batch(variant, batch_size=2, seed=0, **kwargs):
+    return make_batch(variant, batch_size, seed=seed, size=16, **kwargs)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_of_loss_and_samples(variant):
+    module = _module(variant)
+    batch = _batch(variant, batch_size=3)
+    bands = 1 if variant == "temp_v1" else 3
+    assert module.net.in_channels == input_channels(bands, variant, False) == 4 * bands + (2 if variant == "eo_4band" else 0)
+    loss = module.diffusion_loss(batch)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    samples = module.sample(batch, num_samples=4, steps=3)
+    assert samples.shape == (3, 4, bands, 16, 16)
+    observed = batch["valid_mask"] > 0
+    for n in range(4):
+        assert torch.equal(samples[:, n][observed], batch["x"][observed])
+        assert (samples[:, n][batch["land_mask"] == 0] == 0).all()
+
+
+def test_first_guess_adds_channels_and_is_required():
+    module = _module("eo_4band", dataset={"first_guess": True})
+    assert module.net.in_channels == 4 * 3 + 2 + 3
+    batch = _batch("eo_4band", first_guess=True)
+    assert module.sample(batch, 1, 2).shape == (2, 1, 3, 16, 16)
+    del batch["first_guess"]
+    with pytest.raises(BatchContractError, match="first_guess"):
+        module.diffusion_loss(batch)
+
+
+def test_eo_variant_needs_eo_keys():
+    batch = _batch("eo_4band")
+    del batch["eo"]
+    with pytest.raises(BatchContractError, match="'eo'"):
+        _module("eo_4band").diffusion_loss(batch)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_overfitting_one_batch_halves_the_masked_loss(variant):
+    module = _module(variant)
+    batch = _batch(variant, batch_size=4)
+
+    def fixed_loss() -> float:  # same noise levels and noise every time: only the weights change
+        with torch.no_grad():
+            return sum(module.diffusion_loss(batch, torch.Generator().manual_seed(i)).item() for i in range(8)) / 8
+
+    before = fixed_loss()
+    optimizer = torch.optim.AdamW(module.parameters(), lr=3e-3)
+    for _ in range(30):
+        loss = module.diffusion_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert fixed_loss() < 0.5 * before
+
+
+class NetSpy(torch.nn.Module):
+    """Wraps the network; records batch size and timesteps of every call."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.calls: list[tuple[int, list[int]]] = []
+
+    def forward(self, x, timesteps, *conditions):
+        self.calls.append((x.shape[0], timesteps.tolist()))
+        return self.net(x, timesteps, *conditions)
+
+
+def test_ensemble_is_one_batched_call_per_step_with_training_timesteps():
+    module = _module("temp_v1")
+    spy = NetSpy(module.net)
+    module.net = spy
+    module.sample(_batch("temp_v1", batch_size=2), num_samples=5, steps=4, sampler="ddim")
+    assert len(spy.calls) == 4
+    assert all(size == 2 * 5 for size, _ in spy.calls)
+    assert [ts[0] for _, ts in spy.calls] == [750, 500, 250, 0]  # T=1000, 4 DDIM steps, leading spacing
+
+
+def test_ensemble_members_differ_but_share_observations():
+    module = _module("temp_v1")
+    torch.nn.init.normal_(module.net.final_conv.weight, std=0.1)  # make the net depend on its input noise
+    batch = _batch("temp_v1")
+    samples = module.sample(batch, 3, 3, generator=torch.Generator().manual_seed(0))
+    hidden = ((1 - batch["valid_mask"]) * batch["land_mask"]).bool()
+    assert not torch.allclose(samples[:, 0][hidden], samples[:, 1][hidden])
+    again = module.sample(batch, 3, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(samples, again)
+
+
+def test_nan_batch_skips_the_update_then_stops():
+    module = _module("temp_v1", train={"max_nonfinite_steps": 2})
+    batch = _batch("temp_v1")
+    batch["y"][0, 0, 3, 3] = float("nan")
+    batch["land_mask"][0, 0, 3, 3] = 1.0
+    batch["valid_mask"][0, 0, 3, 3] = 0.0
+    optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2, weight_decay=0.1)
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+
+    loss = module.training_step(batch, 0)
+    assert not torch.isfinite(loss)
+    loss.backward()
+    module.on_before_optimizer_step(optimizer)
+    optimizer.step()
+    after = module.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no update, not even weight decay
+
+    module.training_step(batch, 1).backward()
+    with pytest.raises(NonFiniteLossError, match="max_nonfinite_steps"):
+        module.on_before_optimizer_step(optimizer)
+
+
+def test_finite_step_resets_the_nonfinite_counter():
+    module = _module("temp_v1", train={"max_nonfinite_steps": 2})
+    optimizer = torch.optim.AdamW(module.parameters())
+    bad, good = _batch("temp_v1"), _batch("temp_v1")
+    bad["y"][:] = float("nan")
+    for batch in (bad, good, bad):
+        optimizer.zero_grad()
+        module.training_step(batch, 0).backward()
+        module.on_before_optimizer_step(optimizer)  # never two bad in a row: no error
+    assert module._nonfinite_in_a_row == 1
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_checkpoint_round_trip_with_weights_only(tmp_path, variant):
+    module = _module(variant)
+    torch.nn.init.normal_(module.net.final_conv.weight, std=0.1)
+    path = tmp_path / "model.ckpt"
+    save_model(module, module.state_dict(), path)
+
+    payload = torch.load(path, weights_only=True)
+    assert payload["variant"] == variant and payload["format_version"] == 1
+    assert payload["num_bands"] == module.num_bands
+    assert payload["config"]["model"]["dim"] == 8
+
+    loaded = load_model(path, variant=variant, config=tiny_config())
+    assert not loaded.training
+    batch = _batch(variant)
+    expected = module.eval().sample(batch, 2, 3, generator=torch.Generator().manual_seed(3))
+    got = loaded.sample(batch, 2, 3, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(expected, got)
+
+
+def test_load_model_rejects_wrong_variant_and_config(tmp_path):
+    path = tmp_path / "model.ckpt"
+    save_model(_module("temp_v1"), _module("temp_v1").state_dict(), path)
+    with pytest.raises(CheckpointError, match="'temp_v1' model"):
+        load_model(path, variant="eo_4band")
+    with pytest.raises(CheckpointError, match="model.dim"):
+        load_model(path, config=tiny_config(model={"dim": 16}))
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model(tmp_path / "missing.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_model(tmp_path / "junk.ckpt")
+
+
+def test_nan_weights_are_never_saved(tmp_path):
+    module = _module("temp_v1")
+    state = module.state_dict()
+    state["net.final_conv.bias"] = torch.full_like(state["net.final_conv.bias"], float("nan"))
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        save_model(module, state, tmp_path / "model.ckpt")
+    assert not (tmp_path / "model.ckpt").exists()
+
+
+def test_mean_fill_uses_observed_ocean_mean_per_band():
+    x = torch.zeros(1, 2, 2, 2)
+    x[0, 0, 0, 0], x[0, 0, 0, 1] = 1.0, 3.0
+    valid = torch.zeros_like(x)
+    valid[0, 0, 0, :2] = 1
+    land = torch.ones_like(x)
+    land[0, :, 1, 1] = 0
+    filled = mean_fill({"x": x, "valid_mask": valid, "land_mask": land})
+    assert filled[0, 0, 1, 0] == pytest.approx(2.0)
+    assert filled[0, 0, 1, 1] == 0.0  # land
+    assert torch.equal(filled[0, 1], torch.zeros(2, 2))  # nothing observed: the normalised mean, 0
+
+
+def test_warmup_then_cosine():
+    factor = warmup_cosine(10, 110, min_ratio=0.1)
+    assert factor(0) == pytest.approx(0.1)
+    assert factor(9) == pytest.approx(1.0)
+    assert factor(60) == pytest.approx(0.55)
+    assert factor(110) == pytest.approx(0.1)
+    assert factor(500) == pytest.approx(0.1)
+    assert all(factor(s) >= factor(s + 1) for s in range(10, 120))

@@ -1,0 +1,107 @@
+"""`depthdif reconstruct` on the real GLORYS12 sample with most ocean cells hidden."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from depthdif import cli
+from depthdif.config import load_config
+from depthdif.inference import circular_mean_lon
+from depthdif.models.module import DepthDifModule, model_settings, num_target_bands, save_model
+from depthdif.reconstruct import ReconstructionError, reconstruct_file
+
+REAL = Path(__file__).parent / "data" / "glorys12_nwmexico" / "mercatorglorys12v1_gl12_mean_201011.nc"
+
+
+def untrained_checkpoint(tmp_path: Path, variant: str) -> Path:
+    config = load_config([], {"export": {"depth_indices": [0, 7, 14, 21], "patch_size": 32, "stride": 32},
+                              "dataset": {"temp_v1_band": 3}, "model": {"dim": 8, "dim_mults": [1, 2]}})
+    module = DepthDifModule(model_settings(config, variant), {"val_samples": 1, "val_sampling_steps": 1},
+                            num_target_bands(config, variant))
+    path = tmp_path / f"{variant}.ckpt"
+    save_model(module, module.state_dict(), path)
+    return path
+
+
+def sparse_observations(tmp_path: Path, hidden: float = 0.95, with_mask: bool = True) -> Path:
+    rng = np.random.default_rng(0)
+    ds = xr.open_dataset(REAL).load()
+    field = ds["thetao"]
+    ocean = np.isfinite(field.values)
+    keep = rng.random(field.shape) > hidden
+    out = ds[["thetao"]].copy()
+    out["thetao"] = field.where(keep)
+    if with_mask:
+        out["ocean_mask"] = (field.dims, ocean.astype(np.int8))
+    path = tmp_path / "sparse.nc"
+    out.to_netcdf(path)
+    return path
+
+
+def test_reconstruct_temp_v1_on_real_sample(tmp_path):
+    checkpoint = untrained_checkpoint(tmp_path, "temp_v1")
+    obs = sparse_observations(tmp_path)
+    out = reconstruct_file(checkpoint, obs, tmp_path / "out.nc", ensemble_size=2, steps=2)
+    result = xr.open_dataset(out)
+    truth = xr.open_dataset(REAL)["thetao"].sel(depth=92.3, method="nearest").isel(time=0)
+    assert result["thetao"].dims == ("time", "depth", "latitude", "longitude")
+    assert result["depth"].values == pytest.approx([92.326], abs=0.01)
+    assert result["thetao"].attrs["units"] == "degC"
+    assert result["thetao"].attrs["standard_name"] == "sea_water_potential_temperature"
+    assert result.attrs["Conventions"] == "CF-1.8"
+    np.testing.assert_array_equal(result["latitude"].values, truth["latitude"].values)
+    recon = result["thetao"].isel(time=0, depth=0).values
+    ocean = np.isfinite(truth.values)
+    assert np.isnan(recon[~ocean]).all()  # land stays land
+    assert np.isfinite(recon[ocean]).all()  # every ocean cell is filled
+    observed = result["observation_mask"].isel(time=0, depth=0).values.astype(bool)
+    np.testing.assert_allclose(recon[observed], truth.values[observed], rtol=0, atol=1e-4)  # obs kept exactly
+    assert np.isfinite(result["thetao_std"].isel(time=0, depth=0).values[ocean]).all()
+
+
+def test_reconstruct_eo_needs_a_surface_on_the_same_grid(tmp_path):
+    checkpoint = untrained_checkpoint(tmp_path, "eo_4band")
+    obs = sparse_observations(tmp_path, with_mask=False)
+    with pytest.raises(ReconstructionError, match="--surface"):
+        reconstruct_file(checkpoint, obs, tmp_path / "out.nc")
+    other_grid = tmp_path / "surface_other.nc"
+    xr.open_dataset(REAL).isel(latitude=slice(0, 100)).to_netcdf(other_grid)
+    with pytest.raises(ReconstructionError, match="another grid"):
+        reconstruct_file(checkpoint, obs, tmp_path / "out.nc", surface=other_grid)
+    out = reconstruct_file(checkpoint, obs, tmp_path / "out.nc", surface=REAL, ensemble_size=1, steps=2)
+    depths = xr.open_dataset(out)["depth"].values
+    assert depths == pytest.approx([9.573, 29.445, 92.326], abs=0.01)
+
+
+def test_clear_errors_for_bad_observations(tmp_path):
+    checkpoint = untrained_checkpoint(tmp_path, "temp_v1")
+    with pytest.raises(ReconstructionError, match="ocean_mask"):
+        reconstruct_file(checkpoint, sparse_observations(tmp_path, with_mask=False), tmp_path / "o.nc")
+    empty = sparse_observations(tmp_path, hidden=1.01)
+    with pytest.raises(ReconstructionError, match="no observed"):
+        reconstruct_file(checkpoint, empty, tmp_path / "o.nc")
+    shallow = tmp_path / "shallow.nc"
+    xr.open_dataset(sparse_observations(tmp_path)).isel(depth=[0, 1]).to_netcdf(shallow)
+    with pytest.raises(ReconstructionError, match="no level near 92"):
+        reconstruct_file(checkpoint, shallow, tmp_path / "o.nc")
+    assert not (tmp_path / "o.nc").exists()
+
+
+def test_cli_reconstruct(tmp_path):
+    checkpoint = untrained_checkpoint(tmp_path, "temp_v1")
+    obs = sparse_observations(tmp_path)
+    out = tmp_path / "cli.nc"
+    code = cli.main(["reconstruct", str(checkpoint), str(obs), str(out), "--ensemble-size", "1", "--steps", "2",
+                     "-c", str(Path(__file__).parents[1] / "config" / "config.yaml")])
+    assert code == 0
+    assert out.is_file()
+    assert cli.main(["reconstruct", str(checkpoint), str(tmp_path / "missing.nc"), str(out)]) != 0
+
+
+def test_dateline_midpoint():
+    assert circular_mean_lon(170.0, -170.0) == pytest.approx(180.0)
+    assert circular_mean_lon(-10.0, 10.0) == pytest.approx(0.0, abs=1e-9)
