@@ -116,7 +116,15 @@ def _pair_statistics(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     keep = persistence(first, second, ocean)
     change = np.mean(second[:, ocean], axis=1) - np.mean(first[:, ocean], axis=1)
     land = np.isnan(first).mean(axis=(1, 2))
-    columns = ["mean", "std", "anomaly_std", "anomaly_corr_surface", "corr_surface", "efolding_px", "gradient_kurtosis"]
+    columns = [
+        "mean",
+        "std",
+        "anomaly_std",
+        "anomaly_corr_surface",
+        "corr_surface",
+        "efolding_px",
+        "gradient_kurtosis",
+    ]
     return np.array(
         [[r[c] for c in columns] + [p, d, f] for r, p, d, f in zip(rows, keep, change, land, strict=True)]
     )
@@ -142,13 +150,17 @@ def _synthetic_tables(seeds: list[int]) -> np.ndarray:
     from depthdif.config import validate_config
     from depthdif.sources.synthetic import synthetic_dataset
 
+    """(seed, month pair, level, statistic)."""
     tables = []
     for seed in seeds:
         config = validate_config({"source": {"synthetic": {"seed": seed}}})
         for first, second in MONTH_PAIRS:
-            a, b = (synthetic_dataset(config, *ym)["thetao"].values[0][SAMPLE_DEPTH_INDICES] for ym in (first, second))
+            a, b = (
+                synthetic_dataset(config, *ym)["thetao"].values[0][SAMPLE_DEPTH_INDICES]
+                for ym in (first, second)
+            )
             tables.append(_pair_statistics(a, b))
-    return np.stack(tables)
+    return np.stack(tables).reshape(len(seeds), len(MONTH_PAIRS), *tables[0].shape)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -159,14 +171,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     real, synthetic = _real_table(), _synthetic_tables(args.seeds)
     depths = [0.49, 9.57, 29.4, 92.3, 318.1]
-    print(f"real: GLORYS12 Nov->Dec 2010 sample; synthetic: mean [min, max] over seeds {args.seeds} x "
-          f"{len(MONTH_PAIRS)} month pairs\n")
+    print(
+        f"real: GLORYS12 Nov->Dec 2010 sample; synthetic: mean [min, max] over seeds {args.seeds} x "
+        f"{len(MONTH_PAIRS)} month pairs (mean change: Nov->Dec 2010 only, as the real one)\n"
+    )
     print("| statistic | " + " | ".join(f"{d} m real / synthetic" for d in depths) + " |")
     print("|---" * (len(depths) + 1) + "|")
     for j, name in enumerate(TABLE_COLUMNS):
+        values = synthetic[:, :1] if name.startswith("mean change") else synthetic
+        values = values.reshape(-1, *synthetic.shape[2:])
         cells = [
-            f"{real[i, j]:.2f} / {synthetic[:, i, j].mean():.2f} [{synthetic[:, i, j].min():.2f}, "
-            f"{synthetic[:, i, j].max():.2f}]"
+            f"{real[i, j]:.2f} / {values[:, i, j].mean():.2f} [{values[:, i, j].min():.2f}, {values[:, i, j].max():.2f}]"
             for i in range(len(depths))
         ]
         print(f"| {name} | " + " | ".join(cells) + " |")

@@ -20,6 +20,7 @@ from ocean_stats import (
     mesoscale_anomaly,
     persistence,
 )
+from scipy import ndimage
 
 from depthdif import glorys
 from depthdif.config import ConfigError, validate_config
@@ -51,6 +52,15 @@ def months() -> dict:
         for y, m in [(year, month), next_month(year, month)]:
             out[seed, y, m] = synthetic.synthetic_dataset(config, y, m)["thetao"].values[0]
     return out
+
+
+@pytest.fixture(scope="module")
+def case_stats(months) -> dict:
+    """level_statistics of the five sample levels of each case's first month (computed once)."""
+    return {
+        (seed, year, month): level_statistics(*sample_levels(months[seed, year, month]))
+        for seed, year, month in CASES
+    }
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +100,9 @@ def test_grid_is_ascending_and_sized_by_region(written):
     ds = xr.open_dataset(written)
     assert (ds.sizes["latitude"], ds.sizes["longitude"]) == (120, 180)
     assert np.all(np.diff(ds["latitude"].values) > 0) and np.all(np.diff(ds["longitude"].values) > 0)
-    assert ds["latitude"].values[0] == pytest.approx(20.0) and ds["longitude"].values[0] == pytest.approx(-120.0)
+    assert ds["latitude"].values[0] == pytest.approx(20.0) and ds["longitude"].values[0] == pytest.approx(
+        -120.0
+    )
     assert ds["longitude"].min() >= -180 and ds["longitude"].max() <= 180
 
 
@@ -157,8 +169,8 @@ def test_mixed_layer_copies_the_surface(months):
 
 
 def test_seasonal_cooling_nov_to_dec_is_surface_intensified(months):
-    mean_nov = np.nanmean(months[0, 2010, 11][:SAMPLE_LEVELS[-1] + 1], axis=(1, 2))
-    change = np.nanmean(months[0, 2010, 12][:SAMPLE_LEVELS[-1] + 1], axis=(1, 2)) - mean_nov
+    mean_nov = np.nanmean(months[0, 2010, 11][: SAMPLE_LEVELS[-1] + 1], axis=(1, 2))
+    change = np.nanmean(months[0, 2010, 12][: SAMPLE_LEVELS[-1] + 1], axis=(1, 2)) - mean_nov
     assert -3.0 < change[0] < -0.8  # real sample: -1.74
     assert abs(change[28]) < 0.3  # real sample: -0.07
     assert change[0] < change[21] < 0.0
@@ -189,17 +201,14 @@ def test_one_month_is_fast():
 
 # ------------------------------------------------------------------------------ statistics
 @pytest.mark.parametrize(("seed", "year", "month"), CASES)
-def test_mesoscale_anomaly_std_near_real(months, seed, year, month):
-    levels, ocean = sample_levels(months[seed, year, month])
-    stats = level_statistics(levels, ocean)
-    for row, real in zip(stats, REAL_ANOMALY_STD, strict=True):
+def test_mesoscale_anomaly_std_near_real(case_stats, seed, year, month):
+    for row, real in zip(case_stats[seed, year, month], REAL_ANOMALY_STD, strict=True):
         assert real / 2 <= row["anomaly_std"] <= real * 2, (row["anomaly_std"], real)
 
 
 @pytest.mark.parametrize(("seed", "year", "month"), CASES)
-def test_surface_tells_less_and_less_with_depth(months, seed, year, month):
-    levels, ocean = sample_levels(months[seed, year, month])
-    corr = [row["anomaly_corr_surface"] for row in level_statistics(levels, ocean)]
+def test_surface_tells_less_and_less_with_depth(case_stats, seed, year, month):
+    corr = [row["anomaly_corr_surface"] for row in case_stats[seed, year, month]]
     assert corr[1] > 0.97  # 9.6 m is almost the surface (real 1.00)
     assert corr[1] > corr[2] > corr[3] > corr[4]
     assert 0.6 < corr[2] < 0.97  # real 0.84
@@ -208,24 +217,20 @@ def test_surface_tells_less_and_less_with_depth(months, seed, year, month):
 
 
 @pytest.mark.parametrize(("seed", "year", "month"), CASES)
-def test_efolding_length_is_mesoscale(months, seed, year, month):
-    levels, ocean = sample_levels(months[seed, year, month])
-    for row in level_statistics(levels, ocean):
+def test_efolding_length_is_mesoscale(case_stats, seed, year, month):
+    for row in case_stats[seed, year, month]:
         assert 3.0 <= row["efolding_px"] <= 12.0  # real ~6-7 px
 
 
 @pytest.mark.parametrize(("seed", "year", "month"), CASES)
-def test_gradients_are_heavy_tailed_not_gaussian(months, seed, year, month):
-    levels, ocean = sample_levels(months[seed, year, month])
-    kurtosis = [row["gradient_kurtosis"] for row in level_statistics(levels, ocean)]
+def test_gradients_are_heavy_tailed_not_gaussian(case_stats, seed, year, month):
+    kurtosis = [row["gradient_kurtosis"] for row in case_stats[seed, year, month]]
     assert min(kurtosis[:3]) > 1.0  # real 6-12 near the surface; a Gaussian field gives ~0
 
 
 def test_kurtosis_measure_is_near_zero_for_a_gaussian_field():
     """The heavy-tail check can fail: a smooth Gaussian random field scores about zero."""
     rng = np.random.default_rng(0)
-    from scipy import ndimage
-
     field = ndimage.gaussian_filter(rng.normal(size=(240, 360)), 5.0)
     assert abs(gradient_excess_kurtosis(field)) < 0.5
 
@@ -260,3 +265,23 @@ def test_eddies_drift_westward(months):
 def test_bad_region_is_a_config_error_naming_the_key(region, words):
     with pytest.raises(ConfigError, match=words):
         synthetic.synthetic_dataset(make_config(region=region), 2010, 1)
+
+
+# ------------------------------------------------------------------------------ where the mesoscale comes from
+def test_components_add_up_to_the_ocean(months):
+    grid, floor, parts = synthetic.temperature_components(make_config(seed=0), 2010, 11)
+    total = sum(parts.values())
+    ocean = synthetic.ocean_mask(floor)
+    np.testing.assert_allclose(total[ocean], months[0, 2010, 11][ocean], atol=glorys.THETAO_SCALE_FACTOR)
+    assert {"eddies_surface", "eddies_thermocline", "eddies_deep", "stirred"} <= set(parts)
+
+
+def test_without_eddies_the_mesoscale_mostly_disappears(case_stats):
+    """The anomaly at 318 m is made by the deep eddies, not by the large scale leaking through the filter."""
+    quiet = synthetic.synthetic_dataset(make_config(seed=0, n_eddies=0, n_islands=0), 2010, 11)[
+        "thetao"
+    ].values[0]
+    levels, ocean = sample_levels(quiet)
+    quiet_std = level_statistics(levels, ocean)[4]["anomaly_std"]
+    busy_std = case_stats[0, 2010, 11][4]["anomaly_std"]
+    assert quiet_std < 0.5 * busy_std

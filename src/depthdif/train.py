@@ -74,14 +74,22 @@ def default_datamodule(config: Mapping, variant: str) -> pl.LightningDataModule:
 def checkpoint_callbacks(checkpoint_dir: Path, every_n_steps: int) -> list[ModelCheckpoint]:
     """``last.ckpt`` every N steps (for resuming) and the best on val/rmse_c.
 
-    The best-checkpoint callback rewrites last.ckpt too, after each validation: the every-N-steps save
-    happens before validation runs at the same step, so without it a resumed run would not know the
-    best file it had written and leave it behind.
+    The best-checkpoint callback rewrites last.ckpt as well whenever it saves a new best: the
+    every-N-steps save runs before validation at the same step, and a run resumed from that file would
+    not know the best file written just after it (it would stay on disk forever and the best score
+    would be stale). Both write the same name, so the version counter (last-v1.ckpt) is off.
     """
-    last = ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, save_top_k=0, every_n_train_steps=every_n_steps)
+    last = ModelCheckpoint(
+        dirpath=checkpoint_dir,
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=every_n_steps,
+        enable_version_counter=False,
+    )
     best = ModelCheckpoint(
         dirpath=checkpoint_dir,
         save_last=True,
+        enable_version_counter=False,
         monitor="val/rmse_c",
         mode="min",
         save_top_k=1,

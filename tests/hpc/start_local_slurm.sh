@@ -9,7 +9,7 @@
 # of state (config, spool, state save, logs, PIDs) in one folder that the stop script can remove. Accounting
 # (slurmdbd) is deliberately absent: the profile then has to use `squeue` for job status, which is exactly the
 # situation of many real clusters; MinJobAge=600 keeps finished jobs visible to squeue long enough.
-# Two fake GPUs (GRES without device files) let the profile's GPU requests (--gpus) be scheduled for real.
+# Two fake GPUs (GRES backed by links to /dev/null) let the profile's GPU requests (--gpus) be scheduled for real.
 #
 # Environment (all optional):
 #   DEPTHDIF_SLURM_DIR        state folder                  (default /tmp/depthdif-slurm)
@@ -97,6 +97,8 @@ write_config() {
     cpus=$(nproc)
     # A little under the free memory so slurmd does not drain the node for "Low RealMemory".
     mem_mb=$(free -m | awk '/^Mem:/ {print int($2 * 0.9)}')
+    # A fresh cluster each time: job and node state of an earlier run (a drained node...) must not leak in.
+    rm -rf "$STATE_DIR/state" "$STATE_DIR/spool"
     mkdir -p "$STATE_DIR/state" "$STATE_DIR/spool"
     cat >"$STATE_DIR/slurm.conf" <<CONF
 # Written by tests/hpc/start_local_slurm.sh: a one-node test cluster, state under $STATE_DIR.
@@ -127,11 +129,11 @@ GresTypes=gpu
 NodeName=$host CPUs=$cpus RealMemory=$mem_mb Gres=gpu:$FAKE_GPUS State=UNKNOWN
 PartitionName=$PARTITION Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF
-    # Fake GPUs: plain files stand in for /dev/nvidia*, so --gpus requests are scheduled (and
-    # CUDA_VISIBLE_DEVICES set) while nothing real is bound; the tests train on CPU. slurm 22.05 drops gpu
-    # records without File=, hence the files. slurmd reads gres.conf beside the slurm.conf it was given.
+    # Fake GPUs: links to /dev/null stand in for /dev/nvidia*, so --gpus requests are scheduled while
+    # nothing real is bound; the tests train on CPU. slurm 22.05 drops gpu records without File= and wants a
+    # character device there, hence the links. slurmd reads gres.conf beside the slurm.conf it was given.
     local i
-    for ((i = 0; i < FAKE_GPUS; i++)); do : >"$STATE_DIR/fake-gpu$i"; done
+    for ((i = 0; i < FAKE_GPUS; i++)); do ln -sfn /dev/null "$STATE_DIR/fake-gpu$i"; done
     echo "NodeName=$host Name=gpu File=$STATE_DIR/fake-gpu[0-$((FAKE_GPUS - 1))]" >"$STATE_DIR/gres.conf"
 }
 
@@ -151,8 +153,7 @@ link_system_config() {
 
 start_slurm() {
     export SLURM_CONF="$STATE_DIR/slurm.conf"
-    # -i: ignore state left by an earlier run of a cluster with the same StateSaveLocation.
-    slurmctld -D -i -f "$SLURM_CONF" </dev/null >"$STATE_DIR/log/slurmctld.out" 2>&1 &
+    slurmctld -D -f "$SLURM_CONF" </dev/null >"$STATE_DIR/log/slurmctld.out" 2>&1 &
     echo "slurmctld $!" >>"$PID_FILE"
     slurmd -D -f "$SLURM_CONF" </dev/null >"$STATE_DIR/log/slurmd.out" 2>&1 &
     echo "slurmd $!" >>"$PID_FILE"
@@ -170,6 +171,7 @@ main() {
         log "stale cluster in $STATE_DIR: stopping it first"
         "$(dirname "$0")/stop_local_slurm.sh"
     fi
+    rm -rf "$STATE_DIR/log"
     mkdir -p "$STATE_DIR/log"
     : >"$PID_FILE"
     install_packages

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 
 class BaselineUnavailable(RuntimeError):
@@ -97,3 +98,10 @@ def finish(estimate: np.ndarray, data: Observations) -> np.ndarray:
     out[~data.ocean] = np.nan
     out[data.rows, data.cols] = data.values
     return out
+
+
+def nearest_fill(grid: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """``grid`` with every unknown pixel replaced by the value of the nearest known one."""
+    # distance_transform_edt measures the distance to the nearest zero, so known pixels are the zeros
+    idx = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
+    return grid[idx[0], idx[1]]

@@ -28,8 +28,7 @@ import logging
 import numpy as np
 import xarray as xr
 
-from ._common import BaselineInputError, BaselineUnavailable, as_ocean_mask
-from .spatial import _nearest_fill
+from ._common import BaselineInputError, BaselineUnavailable, as_ocean_mask, nearest_fill
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +110,6 @@ def _finish_stack(filled: np.ndarray, stack: np.ndarray, observed: np.ndarray, o
             known = np.isfinite(out[t]) & ocean
             if not known.any():
                 raise BaselineUnavailable(f"dineof: frame {t} has no reconstructed ocean pixel")
-            out[t] = np.where(gaps[t], _nearest_fill(np.where(known, out[t], 0.0), known), out[t])
+            out[t] = np.where(gaps[t], nearest_fill(np.where(known, out[t], 0.0), known), out[t])
     out[:, ~ocean] = np.nan
     return out

@@ -13,7 +13,9 @@ estimate).  Two facts make it fast enough for the evaluation and for the data lo
   untruncated system is solved by conjugate gradients whose matrix-vector product scatters the weights on
   the grid and applies the separable Gaussian as two dense ``(H, H)``/``(W, W)`` products: the cost per
   iteration no longer grows with the number of observations, and nothing is localised or subsampled.
-  Measured on one core: 128x128 with 400 obs ~6 ms (direct); 4000 obs ~0.1 s (CG, ~170 iterations).
+  Measured on one core: 128x128 with 400 obs ~6 ms (direct); 3600 obs ~0.1 s (CG, ~230 iterations at
+  noise ratio 0.05), but ~0.3-0.6 s (800-1200 iterations) at the small noise ratios (0.001) that tuning
+  picks for smooth fields; the tuning itself adds ~50-150 ms per band.
 
 The length scale and noise ratio are ``evaluate.oi_length_scale_px`` / ``evaluate.oi_noise_ratio``, or,
 with ``tune=True`` (``evaluate.oi_tune``), chosen per band by leave-one-out cross-validation over a small
@@ -31,8 +33,7 @@ import numpy as np
 from scipy import linalg
 from scipy.sparse.linalg import LinearOperator, cg
 
-from ._common import Observations, all_nan, finish, gather_observations, require_observations
-from .spatial import _nearest_fill
+from ._common import Observations, all_nan, finish, gather_observations, nearest_fill, require_observations
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,12 @@ def gaussian_oi_anomaly(
 
 
 def _correlation(rows: np.ndarray, cols: np.ndarray, table: np.ndarray) -> np.ndarray:
-    """Gaussian correlation between observations: one lookup in the outer-product table per pair."""
-    size = len(table)
-    table_2d = np.outer(table, table).ravel()  # entry dy * size + dx = table[dy] * table[dx]
-    return table_2d.take(np.abs(rows[:, None] - rows[None, :]) * size + np.abs(cols[:, None] - cols[None, :]))
+    """Gaussian correlation between observations (two table lookups per pair, int32 offsets for speed)."""
+    rows = rows.astype(np.int32)
+    cols = cols.astype(np.int32)
+    corr = table[np.abs(rows[:, None] - rows[None, :])]
+    corr *= table[np.abs(cols[:, None] - cols[None, :])]
+    return corr
 
 
 def _solve_direct(rows, cols, rhs, table, eps) -> np.ndarray:
@@ -253,7 +256,7 @@ def complete_eo(eo: np.ndarray, ocean: np.ndarray) -> np.ndarray | None:
         return None
     if valid[ocean].all():
         return eo
-    return _nearest_fill(np.where(valid, eo, 0.0), valid)
+    return nearest_fill(np.where(valid, eo, 0.0), valid)
 
 
 def eo_regression_oi(

@@ -11,12 +11,11 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from scipy import ndimage
 from scipy.interpolate import griddata
 from scipy.spatial import QhullError, cKDTree
 from skimage.restoration import inpaint_biharmonic
 
-from ._common import Observations, all_nan, finish, gather_observations, require_observations
+from ._common import Observations, all_nan, finish, gather_observations, nearest_fill, require_observations
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +37,7 @@ def nearest(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
     if not data.ocean.any():
         return all_nan(data.shape)
     require_observations(data, "nearest")
-    return finish(_nearest_fill(_grid(data), data.observed), data)
+    return finish(nearest_fill(_grid(data), data.observed), data)
 
 
 def _grid(data: Observations) -> np.ndarray:
@@ -46,13 +45,6 @@ def _grid(data: Observations) -> np.ndarray:
     grid = np.zeros(data.shape)
     grid[data.rows, data.cols] = data.values
     return grid
-
-
-def _nearest_fill(grid: np.ndarray, known: np.ndarray) -> np.ndarray:
-    """``grid`` with every unknown pixel replaced by the value of the nearest known one."""
-    # distance_transform_edt measures the distance to the nearest zero, so known pixels are the zeros
-    idx = ndimage.distance_transform_edt(~known, return_distances=False, return_indices=True)
-    return grid[idx[0], idx[1]]
 
 
 def linear(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
@@ -65,7 +57,7 @@ def linear(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
     if not data.ocean.any():
         return all_nan(data.shape)
     require_observations(data, "linear")
-    fallback = _nearest_fill(_grid(data), data.observed)
+    fallback = nearest_fill(_grid(data), data.observed)
     hidden = data.ocean & ~data.observed
     if not hidden.any():
         return finish(fallback, data)

@@ -18,7 +18,7 @@ import lightning.pytorch as pl
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
+from depthdif.models.diffusion import GaussianDiffusion, loss_region
 from depthdif.models.samplers import SAMPLERS, make_sampler, sample_loop
 from depthdif.models.unet import ConvNeXtUNet, coords_to_unit_sphere, date_to_day_of_year
 from depthdif.normalization import temperature_error_to_celsius

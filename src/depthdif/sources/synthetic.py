@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +52,7 @@ ZOS_REFERENCE_M = 0.2
 STERIC_DEPTH_M = 1000.0
 T_MIN_C, T_MAX_C = -1.9, 34.0  # sea water freezes at about -1.9 °C
 MIN_CELLS = 16  # per side: the evaluation's 10-px large-scale filter needs room
-MAX_CELLS = 2_000_000  # per level: 50 float64 levels of this fill ~0.8 GB
+MAX_CELLS = 1_000_000  # per level: 50 float64 levels of this fill 400 MB, and a few are held at once
 
 
 # --------------------------------------------------------------------------------------- profiles
@@ -61,6 +62,7 @@ def _profile(depth_m: list[float], values: list[float]) -> PchipInterpolator:
 
 
 def _eval_profile(profile: PchipInterpolator, depth_m: np.ndarray) -> np.ndarray:
+    """Values at ``depth_m``, held constant above the first and below the last anchor."""
     x = np.log(np.clip(depth_m, 1e-3, None))
     lo, hi = profile.x[0], profile.x[-1]
     return profile(np.clip(x, lo, hi))
@@ -90,7 +92,7 @@ class EddyPopulation:
     """How one kind of coherent eddy is born, looks, moves and reaches down."""
 
     name: str
-    share: float  # mean number alive in the region, as a fraction of source.synthetic.n_eddies
+    share: float  # mean number alive per reference area, as a fraction of source.synthetic.n_eddies
     radius_km: tuple[float, float]  # log-uniform
     amplitude_c: tuple[float, float]  # |core anomaly| at the profile's maximum, uniform
     warm_fraction: float  # probability of a warm core (sign of the anomaly)
@@ -138,8 +140,8 @@ POPULATIONS = (
         radius_km=(25.0, 65.0),
         amplitude_c=(0.4, 1.35),
         warm_fraction=0.55,
-        lifetime_days=(60.0, 240.0),
-        drift_west_km_day=(1.0, 2.5),
+        lifetime_days=(90.0, 300.0),
+        drift_west_km_day=(0.8, 2.0),
         drift_north_sd_km_day=0.3,
         shape_power=(2.0, 3.0),
         profile=_profile(_Z, [0.0, 0.0, 0.0, 0.0, 0.05, 0.15, 0.5, 1.0, 0.8, 0.3, 0.05, 0.0]),
@@ -147,6 +149,9 @@ POPULATIONS = (
         swirl_km_day_per_c=0.0,
     ),
 )
+# n_eddies is a density: surface eddies alive in an area the size of the default region (15 x 10 degrees
+# at 25N), so a larger region gets more eddies and the same statistics.
+EDDY_REFERENCE_AREA_KM2 = 1.6846e6
 BLOCK_DAYS = 120.0  # eddies are drawn per block of birth times, so any month finds its eddies alone
 STIRRING_DAYS = 12.0
 STIRRING_STEPS = 20
@@ -196,6 +201,7 @@ class Grid:
 
 
 def _settings(config: dict) -> dict:
+    """The source.synthetic section of a full, validated config."""
     try:
         return config["source"]["synthetic"]
     except (KeyError, TypeError):
@@ -228,7 +234,9 @@ def make_grid(config: dict) -> Grid:
     lat = (region["lat_min"] + res * np.arange(ny)).astype(np.float32)
     lon = (lon_min + res * np.arange(nx)).astype(np.float32)
     lat_mid = np.deg2rad(0.5 * (region["lat_min"] + region["lat_max"]))
-    return Grid(lat=lat, lon=lon, dx_km=res * KM_PER_DEG_LAT * float(np.cos(lat_mid)), dy_km=res * KM_PER_DEG_LAT)
+    return Grid(
+        lat=lat, lon=lon, dx_km=res * KM_PER_DEG_LAT * float(np.cos(lat_mid)), dy_km=res * KM_PER_DEG_LAT
+    )
 
 
 # --------------------------------------------------------------------------------------- randomness
@@ -240,7 +248,9 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 _KEY_COAST, _KEY_ISLANDS, _KEY_FRONT, _KEY_INTERANNUAL, _KEY_EDDIES = 1, 2, 3, 4, 5
 
 
-def _fourier_series(rng: np.random.Generator, n_modes: int, length_km: float, rms_km: float, slope: float):
+def _fourier_series(
+    rng: np.random.Generator, n_modes: int, length_km: float, rms_km: float, slope: float
+) -> Callable[[np.ndarray], np.ndarray]:
     """A random smooth 1-D function (sum of sines, amplitude ~ k^-slope) with the given rms."""
     k = np.arange(1, n_modes + 1)
     amp = k ** (-slope)
@@ -257,10 +267,10 @@ def _fourier_series(rng: np.random.Generator, n_modes: int, length_km: float, rm
 # --------------------------------------------------------------------------------------- land
 @dataclass(frozen=True)
 class Coast:
-    """A continent to the east: coastline x(y), shelf width and land fraction at the surface."""
+    """A continent to the east: where the coastline runs and how wide its shelf is."""
 
-    x_of_y: object  # callable y_km -> coast x_km
-    shelf_km: object  # callable y_km -> shelf width km
+    x_of_y: Callable[[np.ndarray], np.ndarray]  # y_km -> x_km of the coastline
+    shelf_km: Callable[[np.ndarray], np.ndarray]  # y_km -> shelf width (km)
 
     def offshore_km(self, x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:
         """Distance west of the coastline (km), negative on land."""
@@ -268,6 +278,7 @@ class Coast:
 
 
 def make_coast(grid: Grid, seed: int) -> Coast:
+    """A meandering coastline taking 28-40 % of the width, tilted like Baja California or running N-S."""
     rng = _rng(seed, _KEY_COAST)
     land_fraction = rng.uniform(0.28, 0.40)
     base = grid.width_km * (1.0 - land_fraction)
@@ -300,7 +311,9 @@ def sea_floor_depth(grid: Grid, seed: int, n_islands: int, coast: Coast | None =
     shelf = coast.shelf_km(y)
     on_shelf = 2.0 + (SHELF_BREAK_M - 2.0) * np.clip(d, 0, None) / shelf
     abyss = ABYSS_M + ABYSS_DEEPENING_M_PER_KM * np.clip(d, 0.0, 2000.0)
-    off_shelf = SHELF_BREAK_M + (abyss - SHELF_BREAK_M) * (1 - np.exp(-np.clip(d - shelf, 0, None) / SLOPE_KM))
+    off_shelf = SHELF_BREAK_M + (abyss - SHELF_BREAK_M) * (
+        1 - np.exp(-np.clip(d - shelf, 0, None) / SLOPE_KM)
+    )
     depth = np.where(d < 0, -10.0, np.where(d < shelf, on_shelf, off_shelf))
     rng = _rng(seed, _KEY_ISLANDS)
     for _ in range(n_islands):
@@ -308,7 +321,9 @@ def sea_floor_depth(grid: Grid, seed: int, n_islands: int, coast: Coast | None =
     return depth
 
 
-def _island_depth(rng, grid: Grid, coast: Coast, x, y) -> np.ndarray:
+def _island_depth(
+    rng: np.random.Generator, grid: Grid, coast: Coast, x: np.ndarray, y: np.ndarray
+) -> np.ndarray:
     """An island of radius R (a cone above sea level) on a bank that deepens outward to the abyss."""
     yc = rng.uniform(0.1, 0.9) * grid.height_km
     xc = rng.uniform(0.08, 0.9) * max(float(coast.x_of_y(np.asarray(yc))) - 80.0, 50.0)
@@ -317,7 +332,9 @@ def _island_depth(rng, grid: Grid, coast: Coast, x, y) -> np.ndarray:
     bank_km = rng.uniform(20.0, 60.0)
     r = np.hypot(x - xc, y - yc)
     above = -height * (1.0 - r / radius)
-    below = 2.0 + ISLAND_FLANK_M * (1.0 - np.exp(-np.clip(r - radius, 0, None) / bank_km))  # min() with the floor
+    below = 2.0 + ISLAND_FLANK_M * (
+        1.0 - np.exp(-np.clip(r - radius, 0, None) / bank_km)
+    )  # min() with the floor
     return np.where(r < radius, above, below)
 
 
@@ -333,6 +350,7 @@ def mid_month(year: int, month: int) -> dt.date:
 
 
 def days_since_epoch(year: int, month: int) -> float:
+    """The continuous time axis every moving thing is evaluated on (days since 1950-01-01)."""
     return float((mid_month(year, month) - TIME_EPOCH).days)
 
 
@@ -344,7 +362,8 @@ def sst_of_latitude(lat_deg: np.ndarray) -> np.ndarray:
 
 SEASON_PEAK_DAY = 245.0  # SST peaks in early September in the subtropical north
 UPWELLING_C = -2.0
-UPWELLING_WIDTH_KM = 90.0
+UPWELLING_WIDTH_KM = 90.0  # cold band along the coast ...
+UPWELLING_EDGE_KM = 30.0  # ... ending in a tanh front this wide
 FRONT_C = 1.2
 FRONT_WIDTH_KM = 15.0
 TILT_C_PER_100KM = 0.35
@@ -357,7 +376,7 @@ class LargeScale:
 
     grid: Grid
     coast: Coast
-    front_y_of_x: object
+    front_y_of_x: Callable[[np.ndarray], np.ndarray]  # x_km -> y_km of the front's axis
 
     def latitude(self, y_km: np.ndarray) -> np.ndarray:
         lat = self.grid.lat[0] + y_km / KM_PER_DEG_LAT
@@ -365,7 +384,7 @@ class LargeScale:
 
     def upwelling(self, x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:
         d = self.coast.offshore_km(x_km, y_km)
-        return UPWELLING_C * 0.5 * (1.0 - np.tanh((d - UPWELLING_WIDTH_KM) / 30.0))
+        return UPWELLING_C * 0.5 * (1.0 - np.tanh((d - UPWELLING_WIDTH_KM) / UPWELLING_EDGE_KM))
 
     def front(self, x_km: np.ndarray, y_km: np.ndarray) -> np.ndarray:
         return FRONT_C * 0.5 * np.tanh((y_km - self.front_y_of_x(x_km)) / FRONT_WIDTH_KM)
@@ -381,7 +400,7 @@ class LargeScale:
 
 
 def make_large_scale(grid: Grid, seed: int, coast: Coast, t_days: float) -> LargeScale:
-    """Front position: random per seed, migrating north/south with the season."""
+    """Large-scale patterns of one month: the front is placed by the seed and migrates with the season."""
     rng = _rng(seed, _KEY_FRONT)
     y0 = rng.uniform(0.35, 0.65) * grid.height_km
     meander = _fourier_series(rng, 8, 2.0 * grid.width_km, rms_km=35.0, slope=0.8)
@@ -414,7 +433,8 @@ def eddies_alive(pop_index: int, config: dict, grid: Grid, t_days: float) -> Edd
     """The eddies of one population alive at ``t_days``, drawn per birth block from (seed, block).
 
     Births are uniform over the region widened by the eddies' reach and, to the east, by how far they
-    drift in a lifetime, at a rate that keeps on average ``share * n_eddies`` alive in the region.
+    drift in a lifetime, at a rate that keeps on average ``share * n_eddies`` alive per area of the
+    default region (EDDY_REFERENCE_AREA_KM2).
     """
     syn = _settings(config)
     pop = POPULATIONS[pop_index]
@@ -423,13 +443,18 @@ def eddies_alive(pop_index: int, config: dict, grid: Grid, t_days: float) -> Edd
     x_lo, x_hi = -margin, grid.width_km + margin + pop.drift_west_km_day[1] * pop.lifetime_days[1]
     y_spread = 2.5 * pop.drift_north_sd_km_day * pop.lifetime_days[1]
     y_lo, y_hi = -margin - y_spread, grid.height_km + margin + y_spread
-    density = pop.share * syn["n_eddies"] / (grid.width_km * grid.height_km * mean_life)  # per km^2 per day
+    density = pop.share * syn["n_eddies"] / (EDDY_REFERENCE_AREA_KM2 * mean_life)  # births per km^2 per day
     births_per_block = density * (x_hi - x_lo) * (y_hi - y_lo) * BLOCK_DAYS
     first = int(np.floor((t_days - pop.lifetime_days[1]) / BLOCK_DAYS))
     last = int(np.floor(t_days / BLOCK_DAYS))
     blocks = [
-        _draw_block(pop, _rng(syn["seed"], _KEY_EDDIES, pop_index, block + 1_000_000), block, births_per_block,
-                    (x_lo, x_hi, y_lo, y_hi))
+        _draw_block(
+            pop,
+            _rng(syn["seed"], _KEY_EDDIES, pop_index, block + 1_000_000),
+            block,
+            births_per_block,
+            (x_lo, x_hi, y_lo, y_hi),
+        )
         for block in range(first, last + 1)
     ]
     d = {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
@@ -447,7 +472,9 @@ def eddies_alive(pop_index: int, config: dict, grid: Grid, t_days: float) -> Edd
     )
 
 
-def _draw_block(pop: EddyPopulation, rng: np.random.Generator, block: int, mean_births: float, box) -> dict:
+def _draw_block(
+    pop: EddyPopulation, rng: np.random.Generator, block: int, mean_births: float, box: tuple[float, ...]
+) -> dict[str, np.ndarray]:
     """Every property of the eddies born in one block of time (a fixed order of draws: reproducible)."""
     x_lo, x_hi, y_lo, y_hi = box
     n = rng.poisson(mean_births)
@@ -490,7 +517,9 @@ def render_eddies(
         cols = slice(*np.searchsorted(x, [eddies.x_km[i] - cutoff[i], eddies.x_km[i] + cutoff[i]]))
         if rows.start == rows.stop or cols.start == cols.stop:
             continue
-        r2 = ((y[rows, None] - eddies.y_km[i]) ** 2 + (x[None, cols] - eddies.x_km[i]) ** 2) / eddies.radius_km[i] ** 2
+        r2 = (
+            (y[rows, None] - eddies.y_km[i]) ** 2 + (x[None, cols] - eddies.x_km[i]) ** 2
+        ) / eddies.radius_km[i] ** 2
         shape = np.exp(-(r2 ** (0.5 * eddies.power[i])) / eddies.power[i])
         temp[levels, rows, cols] += (vertical[levels, i] * eddies.amplitude_c[i])[:, None, None] * shape
         if swirl[i]:
@@ -507,8 +536,9 @@ def stirred_anomaly(
 
     ``streamfunction`` (km^2/day, on the grid padded by ``pad`` cells) is proportional to the eddies'
     sea-level bump, so geostrophy gives u = -dpsi/dy, v = dpsi/dx in the north (sign flipped in the
-    south): warm cores are anticyclones, clockwise in the north.  Trajectories are integrated backward with a midpoint scheme in pixel units and the
-    analytic pattern is read at the departure points, so no numerical diffusion blurs the filaments.
+    south): warm cores are anticyclones, clockwise in the north.  Trajectories are integrated backward
+    with a midpoint scheme in pixel units and the analytic pattern is read at the departure points, so
+    no numerical diffusion blurs the filaments.
     """
     dpsi_dy, dpsi_dx = np.gradient(hemisphere * streamfunction, grid.dy_km, grid.dx_km)
     u_px, v_px = -dpsi_dy / grid.dx_km, dpsi_dx / grid.dy_km  # px/day
@@ -539,18 +569,13 @@ def stirred_anomaly(
 PAD_CELLS = 16  # eddies and velocities are computed on a padded grid so trajectories can leave it
 
 
-def temperature_components(config: dict, year: int, month: int) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
-    """(grid, sea-floor depth (y, x) m, {component: (depth, y, x) °C}); their sum is the ocean.
-
-    Kept apart so that docs/tests can measure what each process contributes.
-    """
+def _components(config: dict, year: int, month: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (name, (depth, y, x) °C) of each process in turn, so a caller can sum without holding all."""
     syn = _settings(config)
     seed = int(syn["seed"])
     grid = make_grid(config)
     t_days = days_since_epoch(year, month)
-    coast = make_coast(grid, seed)
-    floor = sea_floor_depth(grid, seed, int(syn["n_islands"]), coast)
-    pattern = make_large_scale(grid, seed, coast, t_days)
+    pattern = make_large_scale(grid, seed, make_coast(grid, seed), t_days)
     x, y = grid.km()
     lat_mid = float(np.mean(grid.lat))
     ones = np.ones(grid.shape)
@@ -558,31 +583,52 @@ def temperature_components(config: dict, year: int, month: int) -> tuple[Grid, n
     def layer(weight: PchipInterpolator, horizontal: np.ndarray) -> np.ndarray:
         return _eval_profile(weight, DEPTHS_M)[:, None, None] * horizontal[None]
 
-    parts = {
-        "reference": layer(_T_REFERENCE, ones),
-        "latitude": layer(_W_LATITUDE, pattern.latitude(y) * ones),
-        "upwelling": layer(_W_UPWELLING, pattern.upwelling(x, y)),
-        "front": layer(_W_FRONT, pattern.front(x, y) * ones),
-        "thermocline_tilt": layer(_W_TILT, pattern.thermocline_tilt(x, y)),
-        "season": layer(_W_SEASON, seasonal_anomaly(lat_mid, t_days) * ones),
-        "interannual": layer(_W_INTERANNUAL, interannual_anomaly(seed, t_days) * ones),
-    }
+    yield "reference", layer(_T_REFERENCE, ones)
+    yield "latitude", layer(_W_LATITUDE, pattern.latitude(y) * ones)
+    yield "upwelling", layer(_W_UPWELLING, pattern.upwelling(x, y))
+    yield "front", layer(_W_FRONT, pattern.front(x, y) * ones)
+    yield "thermocline_tilt", layer(_W_TILT, pattern.thermocline_tilt(x, y))
+    yield "season", layer(_W_SEASON, seasonal_anomaly(lat_mid, t_days) * ones)
+    yield "interannual", layer(_W_INTERANNUAL, interannual_anomaly(seed, t_days) * ones)
     xp, yp = grid.km(PAD_CELLS)
-    inner = (slice(None), slice(PAD_CELLS, PAD_CELLS + grid.shape[0]), slice(PAD_CELLS, PAD_CELLS + grid.shape[1]))
+    inner = (
+        slice(None),
+        slice(PAD_CELLS, PAD_CELLS + grid.shape[0]),
+        slice(PAD_CELLS, PAD_CELLS + grid.shape[1]),
+    )
     streamfunction = np.zeros((yp.size, xp.size))
     for index, pop in enumerate(POPULATIONS):
         temp, psi = render_eddies(pop, eddies_alive(index, config, grid, t_days), xp, yp)
-        parts[f"eddies_{pop.name}"] = temp[inner]
         streamfunction += psi
+        yield f"eddies_{pop.name}", temp[inner]
     hemisphere = 1.0 if lat_mid >= 0 else -1.0
-    parts["stirred"] = layer(_W_STIRRED, stirred_anomaly(pattern, grid, streamfunction, PAD_CELLS, hemisphere))
-    return grid, floor, parts
+    yield "stirred", layer(_W_STIRRED, stirred_anomaly(pattern, grid, streamfunction, PAD_CELLS, hemisphere))
+
+
+def _sea_floor(config: dict) -> tuple[Grid, np.ndarray]:
+    syn = _settings(config)
+    grid = make_grid(config)
+    seed = int(syn["seed"])
+    return grid, sea_floor_depth(grid, seed, int(syn["n_islands"]), make_coast(grid, seed))
+
+
+def temperature_components(
+    config: dict, year: int, month: int
+) -> tuple[Grid, np.ndarray, dict[str, np.ndarray]]:
+    """(grid, sea-floor depth (y, x) m, {process: (depth, y, x) °C}); their sum is the ocean.
+
+    For diagnostics (what each process contributes, docs/synthetic-ocean.md); not masked or clipped.
+    """
+    grid, floor = _sea_floor(config)
+    return grid, floor, dict(_components(config, year, month))
 
 
 def synthetic_temperature(config: dict, year: int, month: int) -> tuple[Grid, np.ndarray, np.ndarray]:
     """(grid, temperature (depth, y, x) °C with NaN below the sea floor, sea-floor depth (y, x) m)."""
-    grid, floor, parts = temperature_components(config, year, month)
-    temp = sum(parts.values())
+    grid, floor = _sea_floor(config)
+    temp = np.zeros((DEPTHS_M.size, *grid.shape))
+    for _, part in _components(config, year, month):
+        temp += part
     np.clip(temp, T_MIN_C, T_MAX_C, out=temp)
     temp[~ocean_mask(floor)] = np.nan
     return grid, temp, floor
@@ -632,7 +678,11 @@ def synthetic_dataset(config: dict, year: int, month: int) -> xr.Dataset:
     thetao = xr.Variable(
         ("time", "depth", "latitude", "longitude"),
         temp[None],
-        {"standard_name": "sea_water_potential_temperature", "long_name": "Temperature", "units": "degrees_C"},
+        {
+            "standard_name": "sea_water_potential_temperature",
+            "long_name": "Temperature",
+            "units": "degrees_C",
+        },
     )
     zos_var = xr.Variable(
         ("time", "latitude", "longitude"),
@@ -640,15 +690,31 @@ def synthetic_dataset(config: dict, year: int, month: int) -> xr.Dataset:
         {"standard_name": "sea_surface_height_above_geoid", "long_name": "Sea surface height", "units": "m"},
     )
     ds = xr.Dataset({"thetao": thetao, "zos": zos_var}, coords=coords, attrs=_global_attrs(syn, year, month))
-    packed = {"dtype": "int16", "_FillValue": glorys.FILL_VALUE_INT16, "zlib": True, "complevel": 4, "shuffle": True}
+    packed = {
+        "dtype": "int16",
+        "_FillValue": glorys.FILL_VALUE_INT16,
+        "zlib": True,
+        "complevel": 4,
+        "shuffle": True,
+    }
     ds["thetao"].encoding = {
         **packed,
         "scale_factor": glorys.THETAO_SCALE_FACTOR,
         "add_offset": glorys.THETAO_ADD_OFFSET,
         "chunksizes": (1, 1, ny, nx),  # one chunk per level: readers load only the levels they need
     }
-    ds["zos"].encoding = {**packed, "scale_factor": ZOS_SCALE_FACTOR, "add_offset": 0.0, "chunksizes": (1, ny, nx)}
-    ds["time"].encoding = {"units": TIME_UNITS, "calendar": "gregorian", "dtype": "float64", "_FillValue": None}
+    ds["zos"].encoding = {
+        **packed,
+        "scale_factor": ZOS_SCALE_FACTOR,
+        "add_offset": 0.0,
+        "chunksizes": (1, ny, nx),
+    }
+    ds["time"].encoding = {
+        "units": TIME_UNITS,
+        "calendar": "gregorian",
+        "dtype": "float64",
+        "_FillValue": None,
+    }
     for name in ("depth", "latitude", "longitude"):
         ds[name].encoding = {"dtype": "float32", "_FillValue": None}
     return ds

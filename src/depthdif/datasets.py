@@ -1,0 +1,459 @@
+"""Training samples from exported patches: the ``temp_v1`` and ``eo_4band`` datasets.
+
+One sample is a dict of float32 tensors (C = target bands, H = W = patch size), values normalised with
+:func:`depthdif.normalization.temperature_normalize`:
+
+    y            (C,H,W)  clean target; 0 on land
+    x            (C,H,W)  observations: y where observed, 0 where hidden or land
+    valid_mask   (C,H,W)  1 where observed in x (never on land); eo_4band: an independent mask per band
+    land_mask    (C,H,W)  1 on ocean (for that band's depth), 0 where the export wrote NaN (or fill_value)
+    eo           (1,H,W)  eo_4band only: surface field (export channel 0), 0 on land or when dropped
+    eo_available (1,)     eo_4band only: 1.0, or 0.0 when EO dropout removed it
+    first_guess  (C,H,W)  only with dataset.first_guess: a classical estimate of y from x (and eo)
+    date         int64 scalar, YYYYMMDD (from the source file name)
+    coords       (2,)     [lat_centre, lon_centre] in degrees (dataset.return_coords)
+    info         dict     sample_id, source_file, y0, x0, row (dataset.return_info)
+
+``temp_v1``: C = 1, the export channel ``dataset.temp_v1_band``. ``eo_4band``: channel 0 of the export is
+the EO/surface condition, channels 1..num_channels-1 are the targets. The loss/score region is the hidden
+ocean, ``(1 - valid_mask) * land_mask``.
+
+The train split draws fresh masks (from a :class:`~depthdif.masking.TorusMaskPool`, or exactly per sample when
+``dataset.train_mask_reuse`` is 0), degrades the EO band and applies a random rot90/flip; any other split is
+deterministic: the mask of band k of a sample comes from ``mask_rng(seed, sample_key(sample_id), channel)``
+(channel = export channel, so the same sample and depth get the same mask in both variants), with no
+degradation and no augmentation, so a validation score means the same thing every epoch.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from depthdif.glorys import date_of_file
+from depthdif.masking import TorusMaskPool, make_band_masks, mask_rng, sample_key
+from depthdif.normalization import temperature_normalize
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = ("temp_v1", "eo_4band")
+INDEX_COLUMNS = (
+    "sample_id", "source_file", "y0", "x0", "patch_size", "lat0", "lat1", "lon0", "lon1", "y_npy_path",
+    "num_channels",
+)
+EO_OFFSET_MAX_C = 2.0  # EO degradation: a uniform offset in [-2, 2] °C over the ocean of a patch
+EO_SPECKLE_STD = 0.01  # multiplicative speckle 1 + 0.01 * N(0, 1) ...
+EO_SPECKLE_CLIP = (0.9, 1.1)  # ... clamped to [0.9, 1.1]
+
+
+class PatchIndexError(ValueError):
+    """The patch index (CSV or frame) is unusable: a missing column, an unknown split, a bad row."""
+
+
+class PatchFileError(ValueError):
+    """A patch .npy is missing, unreadable, of the wrong shape, or outside the index folder."""
+
+
+# --------------------------------------------------------------------------- index, paths, dates, coords
+def read_index(path: str | Path) -> pd.DataFrame:
+    """Read a patch index CSV; ``frame.attrs['index_dir']`` keeps its folder (``y_npy_path`` is relative to it)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype={"sample_id": str, "source_file": str, "split": str})
+    except FileNotFoundError:
+        raise PatchIndexError(
+            f"patch index {path} not found: run the export and split stages first (snakemake split)"
+        ) from None
+    frame.attrs["index_dir"] = str(path.parent)
+    frame.attrs["origin"] = str(path)
+    return frame
+
+
+def check_index_columns(frame: pd.DataFrame, required: tuple[str, ...] = INDEX_COLUMNS) -> None:
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise PatchIndexError(
+            f"patch index {frame.attrs.get('origin', '<DataFrame>')} lacks column(s) {missing}; it has "
+            f"{list(frame.columns)}. Re-run the export/split stages that write it."
+        )
+
+
+def resolve_patch_path(index_dir: str | Path, relative: str, row: Any) -> str:
+    """Absolute path of a patch; refuse a ``y_npy_path`` that points outside the index folder."""
+    root = os.path.normpath(os.path.abspath(index_dir))
+    path = os.path.normpath(os.path.join(root, str(relative)))
+    if os.path.commonpath([root, path]) != root:
+        raise PatchFileError(
+            f"row {row}: y_npy_path '{relative}' points outside the index folder {root}; paths in the index "
+            "must be relative to the CSV's folder (re-run the export)."
+        )
+    return path
+
+
+def sample_date(source_file: str) -> int:
+    """YYYYMMDD from the source file name: ``_YYYYMMDD.nc`` as is, ``_YYYYMM.nc`` -> mid-month, else 19700115."""
+    return date_of_file(os.path.basename(str(source_file)))
+
+
+def lon_midpoint(lon0, lon1):
+    """Dateline-safe circular midpoint in (-180, 180]: 170 and -170 -> 180, 350 and 10 -> 0."""
+    a, b = np.radians(np.asarray(lon0, dtype=np.float64)), np.radians(np.asarray(lon1, dtype=np.float64))
+    mid = np.degrees(np.arctan2(np.sin(a) + np.sin(b), np.cos(a) + np.cos(b)))
+    mid = np.where(mid <= -180.0 + 1e-9, 180.0, mid)
+    return float(mid) if mid.ndim == 0 else mid
+
+
+def patch_centres(frame: pd.DataFrame) -> np.ndarray:
+    """(N, 2) float32 [lat_centre, lon_centre]: mean latitude, circular-mean longitude."""
+    lat = (frame["lat0"].to_numpy(np.float64) + frame["lat1"].to_numpy(np.float64)) / 2.0
+    lon = lon_midpoint(frame["lon0"].to_numpy(np.float64), frame["lon1"].to_numpy(np.float64))
+    return np.stack([lat, np.atleast_1d(lon)], axis=1).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- reading patches
+def _row_name(row: Mapping | pd.Series) -> str:
+    label = getattr(row, "name", None)
+    sample = row.get("sample_id", "?") if hasattr(row, "get") else "?"
+    return f"{label} (sample_id {sample})" if label is not None else f"sample_id {sample}"
+
+
+def load_patch(index_row: Mapping | pd.Series, index_dir: str | Path) -> np.ndarray:
+    """The patch of one index row as float32 (C, H, W) in °C, NaN = no data, checked against the row.
+
+    Raises PatchFileError naming the row and file when the path escapes ``index_dir``, the file is missing
+    or unreadable, or its shape is not (num_channels, patch_size, patch_size).
+    """
+    name = _row_name(index_row)
+    path = resolve_patch_path(index_dir, index_row["y_npy_path"], name)
+    expected = (int(index_row["num_channels"]), int(index_row["patch_size"]), int(index_row["patch_size"]))
+    return _load_checked(path, expected, name)
+
+
+def _load_checked(path: str, expected: tuple[int, int, int], name: str) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise PatchFileError(f"row {name}: patch file {path} does not exist; re-run the export stage") from None
+    except (OSError, ValueError) as err:
+        raise PatchFileError(f"row {name}: patch file {path} is not a readable .npy ({err}); re-export it") from None
+    if array.shape != expected:
+        raise PatchFileError(
+            f"row {name}: patch file {path} has shape {array.shape}, the index says {expected} "
+            "(num_channels, patch_size, patch_size); the index and the patches are out of step — re-export."
+        )
+    if not np.issubdtype(array.dtype, np.floating):
+        raise PatchFileError(f"row {name}: patch file {path} holds {array.dtype}, expected float32 °C")
+    return array.astype(np.float32, copy=False)
+
+
+class _NpyReader:
+    """Reads .npy patches of known shape without np.load's per-file header parsing.
+
+    It reads the whole file in one call and compares its header byte for byte with the header numpy writes
+    for a C-ordered float32 array of the expected shape; any difference (other dtype, shape, order, numpy
+    format version) falls back to the checked ``np.load`` path, so speed never costs a check.
+    """
+
+    def __init__(self) -> None:
+        self._headers: dict[tuple[int, ...], tuple[bytes, int]] = {}
+
+    def _header(self, shape: tuple[int, ...]) -> tuple[bytes, int]:
+        if shape not in self._headers:
+            buffer = io.BytesIO()
+            np.save(buffer, np.zeros(shape, dtype="<f4"))
+            data = buffer.getvalue()
+            n_bytes = 4 * math.prod(shape)
+            self._headers[shape] = (data[: len(data) - n_bytes], n_bytes)
+        return self._headers[shape]
+
+    def read(self, path: str, shape: tuple[int, int, int], name: str) -> np.ndarray:
+        header, n_bytes = self._header(shape)
+        total = len(header) + n_bytes
+        buffer = bytearray(total + 1)  # one spare byte: a longer file is noticed
+        try:
+            with open(path, "rb", buffering=0) as handle:
+                n_read = handle.readinto(buffer)
+        except OSError:
+            n_read = -1
+        if n_read != total or buffer[: len(header)] != header:
+            return _load_checked(path, shape, name)
+        return np.frombuffer(buffer, dtype="<f4", count=n_bytes // 4, offset=len(header)).reshape(shape)
+
+
+# --------------------------------------------------------------------------- the dataset
+class PatchDataset(Dataset):
+    """Samples of one split of the patch index for ``temp_v1`` or ``eo_4band`` (see the module docstring).
+
+    ``index``: the split CSV, or a DataFrame (its ``attrs['index_dir']``, else ``{data_dir}/patches``, is the
+    folder ``y_npy_path`` is relative to). ``split``: a value of the ``split`` column, or ``"all"``; only
+    ``"train"`` draws fresh masks and degrades/augments. ``mask_fraction`` and ``seed`` override
+    ``dataset.mask_fraction`` and ``seed`` (the evaluation stage scores several fractions).
+    """
+
+    def __init__(
+        self,
+        index: str | Path | pd.DataFrame,
+        config: dict,
+        split: str,
+        variant: str | None = None,
+        mask_fraction: float | None = None,
+        seed: int | None = None,
+    ):
+        options = config["dataset"]
+        self.variant = variant or options["dataset_variant"]
+        if self.variant not in VARIANTS:
+            raise PatchIndexError(f"unknown dataset variant '{self.variant}'; use one of {VARIANTS}")
+        self.split = split
+        self.train = split == "train"
+        self.mask_fraction = float(options["mask_fraction"] if mask_fraction is None else mask_fraction)
+        if not 0.0 <= self.mask_fraction <= 1.0:
+            raise PatchIndexError(f"mask fraction {self.mask_fraction} is outside [0, 1]")
+        self.seed = int(config["seed"] if seed is None else seed)
+        self.side_min, self.side_max = int(options["mask_patch_min"]), int(options["mask_patch_max"])
+        self.fill_value = options["fill_value"]
+        self.transform = self.train and options["enable_transform"]
+        self.eo_offset = self.train and options["eo_random_offset"]
+        self.eo_speckle = self.train and options["eo_speckle"]
+        self.eo_dropout = float(options["eo_dropout_prob"]) if self.train else 0.0
+        self.return_coords, self.return_info = options["return_coords"], options["return_info"]
+        self.first_guess = options["first_guess"]
+        self.length_scale_px = float(config.get("evaluate", {}).get("oi_length_scale_px", 6.0))
+        self.mask_reuse = int(options.get("train_mask_reuse", 0))
+        self.temp_v1_band = int(options["temp_v1_band"])
+
+        frame = self._select(index, config, split)
+        self._set_rows(frame)
+        self._reader = _NpyReader()
+        self._rng: np.random.Generator | None = None
+        self._rng_owner: tuple[int, int] | None = None
+        self._pools: dict[tuple[int, int], TorusMaskPool] = {}
+        self._speckle_bank: _SpeckleBank | None = None
+
+    # ----- set-up
+    def _select(self, index, config: dict, split: str) -> pd.DataFrame:
+        if isinstance(index, pd.DataFrame):
+            frame = index
+            if "index_dir" not in frame.attrs:
+                frame.attrs["index_dir"] = str(Path(config["data_dir"]) / "patches")
+        else:
+            frame = read_index(index)
+        self.index_dir = frame.attrs.get("index_dir")
+        required = INDEX_COLUMNS + (("split",) if split != "all" else ())
+        check_index_columns(frame, required)
+        if split != "all":
+            known = sorted(set(frame["split"].astype(str)))
+            if split not in known:
+                raise PatchIndexError(
+                    f"no rows with split '{split}' in patch index {frame.attrs.get('origin', '<DataFrame>')} "
+                    f"(it has {known}); check the split stage (split.val_fraction) or the index."
+                )
+            frame = frame[frame["split"].astype(str) == split]
+        return frame
+
+    def _set_rows(self, frame: pd.DataFrame) -> None:
+        channels = frame["num_channels"].to_numpy(np.int64)
+        sizes = frame["patch_size"].to_numpy(np.int64)
+        need = 2 if self.variant == "eo_4band" else self.temp_v1_band + 1
+        short = np.flatnonzero(channels < need)
+        if short.size:
+            row = frame.iloc[short[0]]
+            raise PatchIndexError(
+                f"row {row.name} (sample_id {row['sample_id']}) has num_channels {row['num_channels']}; "
+                f"variant {self.variant} needs at least {need} (eo_4band: surface + deeper bands; temp_v1: "
+                "dataset.temp_v1_band must be an exported channel)."
+            )
+        self.frame = frame
+        self.sample_ids = frame["sample_id"].astype(str).tolist()
+        self.row_names = [f"{label} (sample_id {sid})" for label, sid in zip(frame.index, self.sample_ids, strict=True)]
+        self.paths = [
+            resolve_patch_path(self.index_dir, rel, name)
+            for rel, name in zip(frame["y_npy_path"], self.row_names, strict=True)
+        ]
+        self.shapes = [(int(c), int(s), int(s)) for c, s in zip(channels, sizes, strict=True)]
+        self.keys = [sample_key(s) for s in self.sample_ids]
+        self.dates = np.array([sample_date(f) for f in frame["source_file"]], dtype=np.int64)
+        self.coords = patch_centres(frame) if len(frame) else np.zeros((0, 2), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    # ----- randomness
+    def _train_rng(self) -> np.random.Generator:
+        """One generator per process, seeded from ``seed`` and torch's per-worker seed.
+
+        torch gives every DataLoader worker (and every epoch's workers) its own initial seed, and Lightning's
+        ``seed_everything`` fixes it, so masks are fresh, different across workers and reproducible. The
+        generator is re-created when the dataset is used in another process (the copy a worker receives).
+        """
+        owner = (os.getpid(), torch.initial_seed())
+        if self._rng is None or self._rng_owner != owner:
+            words = [self.seed & 0xFFFF_FFFF_FFFF_FFFF, owner[1] & 0xFFFF_FFFF_FFFF_FFFF]
+            self._rng, self._rng_owner = np.random.default_rng(np.random.SeedSequence(words)), owner
+            self._pools, self._speckle_bank = {}, None
+        return self._rng
+
+    def _masks(self, item: int, ocean: np.ndarray, channels: range) -> np.ndarray:
+        fraction = self.mask_fraction
+        if not self.train:
+            rngs = [mask_rng(self.seed, self.keys[item], c) for c in channels]
+            return make_band_masks(rngs, ocean, fraction, self.side_min, self.side_max)
+        rng = self._train_rng()
+        if self.mask_reuse <= 0:
+            return make_band_masks([rng] * len(channels), ocean, fraction, self.side_min, self.side_max)
+        shape = ocean.shape[1:]
+        if shape not in self._pools:
+            self._pools[shape] = TorusMaskPool(
+                rng, shape[0], shape[1], fraction, self.side_min, self.side_max, reuse=self.mask_reuse,
+                n_tori=max(16, 2 * len(channels)),
+            )
+        return self._pools[shape].masks(ocean)
+
+    # ----- one sample
+    def read(self, item: int) -> np.ndarray:
+        """The raw patch of sample ``item``: float32 (C_export, H, W) °C, NaN = no data (a fresh array)."""
+        return self._reader.read(self.paths[item], self.shapes[item], self.row_names[item])
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        celsius = self.read(item)
+        rng = self._train_rng() if self.train else None
+        if self.transform:  # a view: the arrays computed from it below come out contiguous
+            celsius = _dihedral(celsius, int(rng.integers(8)))
+        ocean = np.isfinite(celsius, order="C")
+        if self.fill_value is not None:
+            ocean &= celsius != self.fill_value
+        eo_available = 1.0
+        if self.variant == "eo_4band":
+            channels = range(1, celsius.shape[0])
+            if self.train:
+                eo_available = self._degrade_eo(celsius[0], rng)
+        else:
+            channels = range(self.temp_v1_band, self.temp_v1_band + 1)
+        z = _normalize(celsius)
+        np.copyto(z, np.float32(0.0), where=~ocean)  # land (NaN or fill value) -> 0
+        target = slice(channels.start, channels.stop)
+        y, land = z[target], ocean[target]
+        valid = self._masks(item, land, channels)
+        x = y * valid
+
+        sample: dict[str, Any] = {
+            "y": torch.from_numpy(y),
+            "x": torch.from_numpy(x),
+            "valid_mask": torch.from_numpy(valid.astype(np.float32)),
+            "land_mask": torch.from_numpy(land.astype(np.float32)),
+        }
+        if self.variant == "eo_4band":
+            eo = z[0:1] if eo_available else np.zeros_like(z[0:1])
+            sample["eo"] = torch.from_numpy(eo)
+            sample["eo_available"] = torch.full((1,), eo_available, dtype=torch.float32)
+        if self.first_guess:
+            eo_field = z[0] if self.variant == "eo_4band" and eo_available else None
+            sample["first_guess"] = self._first_guess(x, valid, land, eo_field)
+        sample["date"] = torch.from_numpy(np.array(self.dates[item]))
+        if self.return_coords:
+            sample["coords"] = torch.from_numpy(self.coords[item].copy())
+        if self.return_info:
+            row = self.frame.iloc[item]
+            sample["info"] = {
+                "sample_id": self.sample_ids[item], "source_file": str(row["source_file"]),
+                "y0": int(row["y0"]), "x0": int(row["x0"]),
+                "row": int(row.name) if isinstance(row.name, int | np.integer) else str(row.name),
+            }
+        return sample
+
+    def _degrade_eo(self, eo_celsius: np.ndarray, rng: np.random.Generator) -> float:
+        """Make the training EO band look like a satellite product, in place, in °C; returns eo_available.
+
+        Dropout (no image that day: the caller zeroes ``eo`` and flags it), an offset uniform in [-2, 2] °C (a
+        bias between sensor and model) and multiplicative speckle ``1 + 0.01 N(0, 1)`` clamped to [0.9, 1.1]
+        per pixel. Applied to the °C field, so the speckle is ~0.2 °C at 20 °C, not a noise scaled by the
+        z-score. Land is NaN here and is set to 0 after normalisation.
+        """
+        if self.eo_dropout and rng.random() < self.eo_dropout:
+            return 0.0
+        if self.eo_offset:
+            eo_celsius += np.float32(rng.uniform(-EO_OFFSET_MAX_C, EO_OFFSET_MAX_C))
+        if self.eo_speckle:
+            eo_celsius *= self._speckle(rng, eo_celsius.shape)
+        return 1.0
+
+    def _speckle(self, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        if self.mask_reuse <= 0:
+            return speckle_factors(rng, shape)
+        if self._speckle_bank is None:
+            self._speckle_bank = _SpeckleBank(rng, self.mask_reuse)
+        return self._speckle_bank.take(rng, shape)
+
+    def _first_guess(self, x, valid, land, eo) -> torch.Tensor:
+        from depthdif.baselines import first_guess_estimate  # lazy: only when dataset.first_guess is on
+
+        guess = np.asarray(first_guess_estimate(x, valid, land, eo, self.length_scale_px), dtype=np.float32)
+        if guess.shape != x.shape:
+            raise PatchIndexError(f"first_guess_estimate returned shape {guess.shape}, expected {x.shape}")
+        guess = np.where(land & np.isfinite(guess), guess, np.float32(0.0))
+        return torch.from_numpy(guess)
+
+
+def speckle_factors(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Multiplicative EO speckle: ``1 + 0.01 N(0, 1)`` clamped to [0.9, 1.1], float32."""
+    factors = rng.standard_normal(shape, dtype=np.float32)
+    factors *= EO_SPECKLE_STD
+    factors += 1.0
+    return np.clip(factors, *EO_SPECKLE_CLIP, out=factors)
+
+
+class _SpeckleBank:
+    """Pre-drawn speckle factors; a sample takes a slice at a random offset (16k normals cost more than the
+    rest of a sample). Each value is used about ``reuse`` times (in other pixels) before the bank is redrawn.
+    """
+
+    SIZE = 1 << 20
+
+    def __init__(self, rng: np.random.Generator, reuse: int):
+        self.reuse, self.values, self.taken = reuse, speckle_factors(rng, (self.SIZE,)), 0
+
+    def take(self, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        n = math.prod(shape)
+        if n > self.SIZE // 4:
+            return speckle_factors(rng, shape)
+        if self.taken >= self.reuse * self.SIZE:
+            self.values, self.taken = speckle_factors(rng, (self.SIZE,)), 0
+        self.taken += n
+        start = int(rng.integers(self.SIZE - n + 1))
+        return self.values[start : start + n].reshape(shape)
+
+
+_NORM_SCALE = np.float32(temperature_normalize(1.0) - temperature_normalize(0.0))
+_NORM_OFFSET = np.float32(temperature_normalize(0.0))
+
+
+def _normalize(celsius: np.ndarray) -> np.ndarray:
+    """``temperature_normalize`` as one multiply-add pass on float32 (the same affine map, to ~1e-7)."""
+    z = np.multiply(celsius, _NORM_SCALE, order="C")  # C order even from a rotated/flipped view
+    z += _NORM_OFFSET
+    return z
+
+
+def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
+    """One of the 8 rot90/flip orientations of (C, H, W) over its last two axes (a view).
+
+    The masks are drawn after this (their distribution is rot90/flip-invariant: sides are i.i.d.), so data,
+    valid and land masks share the orientation. The patch-centre coordinates are not rotated with it: they
+    describe where the patch is, not its orientation.
+    """
+    if code & 4:
+        array = array.transpose(0, 2, 1)
+    if code & 2:
+        array = array[:, ::-1]
+    if code & 1:
+        array = array[:, :, ::-1]
+    return array
