@@ -1,0 +1,327 @@
+"""PatchDataset: the sample contract of both variants, masks, EO degradation, augmentation, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from patch_factory import patch_field, small_config, write_patch_set
+
+from depthdif.datasets import (
+    EO_OFFSET_MAX_C,
+    PatchDataset,
+    PatchFileError,
+    PatchIndexError,
+    _NpyReader,
+    load_patch,
+    lon_midpoint,
+    sample_date,
+    speckle_factors,
+)
+from depthdif.masking import hidden_fraction
+from depthdif.normalization import KELVIN_OFFSET, Y_MEAN, Y_STD, temperature_normalize
+
+SIZE = 16
+
+
+@pytest.fixture
+def index_csv(tmp_path):
+    return write_patch_set(tmp_path, size=SIZE)
+
+
+def clean(dataset: PatchDataset, item: int) -> np.ndarray:
+    return np.load(dataset.paths[item])
+
+
+def test_temp_v1_sample_contract(index_csv, tmp_path):
+    config = small_config(tmp_path, temp_v1_band=2, mask_fraction=0.9, return_info=True)
+    ds = PatchDataset(index_csv, config, "val", "temp_v1")
+    sample = ds[0]
+    assert list(sample) == ["y", "x", "valid_mask", "land_mask", "date", "coords", "info"]
+    for key in ("y", "x", "valid_mask", "land_mask"):
+        assert sample[key].shape == (1, SIZE, SIZE) and sample[key].dtype == torch.float32
+    raw = clean(ds, 0)[2:3]
+    land = np.isfinite(raw)
+    np.testing.assert_array_equal(sample["land_mask"].numpy(), land.astype(np.float32))
+    np.testing.assert_allclose(sample["y"].numpy()[land], temperature_normalize(raw[land]), atol=1e-5)
+    assert (sample["y"].numpy()[~land] == 0).all()
+    valid = sample["valid_mask"].numpy()
+    assert set(np.unique(valid)) <= {0.0, 1.0} and not (valid * ~land).any()
+    np.testing.assert_array_equal(sample["x"].numpy(), sample["y"].numpy() * valid)
+    assert abs(hidden_fraction(valid > 0, land)[0] - 0.9) <= 0.01
+    assert sample["date"].dtype == torch.int64 and sample["date"].ndim == 0 and int(sample["date"]) == 20101115
+    assert sample["coords"].shape == (2,) and sample["coords"].dtype == torch.float32
+    assert sample["info"]["sample_id"] == ds.sample_ids[0]
+
+
+def test_eo_4band_sample_contract(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", mask_fraction=0.5)
+    ds = PatchDataset(index_csv, config, "val")
+    sample = ds[1]
+    assert list(sample) == ["y", "x", "valid_mask", "land_mask", "eo", "eo_available", "date", "coords"]
+    assert sample["y"].shape == (3, SIZE, SIZE) and sample["eo"].shape == (1, SIZE, SIZE)
+    assert sample["eo_available"].shape == (1,) and float(sample["eo_available"]) == 1.0
+    raw = clean(ds, 1)
+    np.testing.assert_array_equal(sample["land_mask"].numpy(), np.isfinite(raw[1:]).astype(np.float32))
+    surface = np.isfinite(raw[0])
+    np.testing.assert_allclose(sample["eo"].numpy()[0][surface], temperature_normalize(raw[0][surface]), atol=1e-5)
+    assert (sample["eo"].numpy()[0][~surface] == 0).all()
+    valid = sample["valid_mask"].numpy() > 0
+    # an independent mask per band: no two bands share their mask
+    assert not np.array_equal(valid[0], valid[1]) and not np.array_equal(valid[1], valid[2])
+    assert np.all(np.abs(hidden_fraction(valid, raw[1:] == raw[1:]) - 0.5) <= 0.01)
+
+
+def test_a_real_temperature_of_16_59_stays_valid(tmp_path):
+    """16.59 °C normalises to ~0 (and Y_MEAN - 273.15 to exactly 0): it is data, never 'missing'."""
+    patches = tmp_path / "patches"
+    (patches / "y_npy").mkdir(parents=True)
+    field = np.full((4, SIZE, SIZE), 16.59, dtype=np.float32)
+    field[:, :4, :] = np.float32(Y_MEAN - KELVIN_OFFSET)
+    np.save(patches / "y_npy" / "a.npy", field)
+    row = dict(sample_id="a", source_file="f_201011.nc", date=20101115, y0=0, x0=0, patch_size=SIZE, lat0=20,
+               lat1=21, lon0=-110, lon1=-109, nodata_fraction=0.0, y_npy_path="y_npy/a.npy", variable="thetao",
+               depth_indices="0;1;2;3", depth_values="0;1;2;3", num_channels=4, split="val", window_id="w")  # fmt: skip
+    pd.DataFrame([row]).to_csv(patches / "patch_index_split.csv", index=False)
+    for variant in ("temp_v1", "eo_4band"):
+        ds = PatchDataset(patches / "patch_index_split.csv", small_config(tmp_path, mask_fraction=0.5), "val", variant)
+        sample = ds[0]
+        assert (sample["land_mask"] == 1).all()
+        assert np.abs(sample["y"].numpy()).max() < 1e-3
+        valid = sample["valid_mask"].numpy() > 0
+        assert abs(valid.mean() - 0.5) <= 0.01  # half observed: zeros were not taken for gaps
+        np.testing.assert_array_equal(sample["x"].numpy()[valid], sample["y"].numpy()[valid])
+        if variant == "eo_4band":
+            assert float(sample["eo_available"]) == 1.0
+
+
+def test_fill_value_is_land(tmp_path):
+    csv = write_patch_set(tmp_path, size=SIZE, land=False)
+    frame = pd.read_csv(csv)
+    path = csv.parent / frame["y_npy_path"][0]
+    field = np.load(path)
+    field[:, 0, :] = -999.0
+    np.save(path, field)
+    ds = PatchDataset(csv, small_config(tmp_path, fill_value=-999.0), "train", "temp_v1")
+    ds_val = PatchDataset(csv, small_config(tmp_path, fill_value=-999.0), "all", "temp_v1")
+    sample = ds_val[0]
+    assert (sample["land_mask"][0, 0] == 0).all() and (sample["land_mask"][0, 1:] == 1).all()
+    assert (sample["y"][0, 0] == 0).all() and (sample["valid_mask"][0, 0] == 0).all()
+    assert len(ds) == 12 and len(ds_val) == 16
+
+
+@pytest.mark.parametrize(
+    ("name", "date"),
+    [("mercatorglorys12v1_gl12_mean_201011.nc", 20101115), ("x_20101103.nc", 20101103),
+     ("/data/raw/mercatorglorys12v1_gl12_mean_200002.nc", 20000215), ("odd_name.nc", 19700115),
+     ("x_2010.nc", 19700115), ("nodate", 19700115)],
+)  # fmt: skip
+def test_date_from_source_file(name, date):
+    assert sample_date(name) == date
+
+
+def test_lon_midpoint_is_dateline_safe():
+    assert lon_midpoint(170.0, -170.0) == pytest.approx(180.0)
+    assert lon_midpoint(-170.0, 170.0) == pytest.approx(180.0)
+    assert lon_midpoint(-10.0, 10.0) == pytest.approx(0.0, abs=1e-12)
+    assert lon_midpoint(350.0, 10.0) == pytest.approx(0.0, abs=1e-12)
+    assert lon_midpoint(-120.0, -110.0) == pytest.approx(-115.0)
+    np.testing.assert_allclose(lon_midpoint(np.array([170.0, 10.0]), np.array([-170.0, 20.0])), [180.0, 15.0])
+
+
+def test_coords_are_the_patch_centre(tmp_path):
+    csv = write_patch_set(tmp_path, size=SIZE)
+    frame = pd.read_csv(csv)
+    frame.loc[0, ["lat0", "lat1", "lon0", "lon1"]] = [10.0, 12.0, 170.0, -170.0]
+    frame.to_csv(csv, index=False)
+    ds = PatchDataset(csv, small_config(tmp_path), "train", "temp_v1")
+    np.testing.assert_allclose(ds[0]["coords"].numpy(), [11.0, 180.0])
+
+
+def test_val_is_deterministic_across_objects_and_calls(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", eo_dropout_prob=1.0)
+    a, b = PatchDataset(index_csv, config, "val"), PatchDataset(index_csv, config, "val")
+    for item in range(len(a)):
+        first, again, other = a[item], a[item], b[item]
+        for key in ("x", "valid_mask", "eo", "eo_available"):
+            assert torch.equal(first[key], again[key]) and torch.equal(first[key], other[key])
+        assert float(first["eo_available"]) == 1.0  # no dropout (nor any degradation) outside training
+    # the seed decides the masks
+    c = PatchDataset(index_csv, config, "val", seed=123)
+    assert not torch.equal(a[0]["valid_mask"], c[0]["valid_mask"])
+
+
+def test_val_masks_same_in_worker_processes(index_csv, tmp_path):
+    ds = PatchDataset(index_csv, small_config(tmp_path, dataset_variant="eo_4band"), "val")
+    direct = torch.stack([ds[i]["valid_mask"] for i in range(len(ds))])
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2)
+    via_workers = torch.cat([batch["valid_mask"] for batch in loader])
+    assert torch.equal(direct, via_workers)
+
+
+def test_train_masks_are_fresh_and_follow_torch_seed(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", enable_transform=False)
+    for reuse in (0, 4):
+        config["dataset"]["train_mask_reuse"] = reuse
+        ds = PatchDataset(index_csv, config, "train")
+        torch.manual_seed(5)
+        first, second = ds[0]["valid_mask"], ds[0]["valid_mask"]
+        assert not torch.equal(first, second)  # a new mask every time the sample is seen
+        torch.manual_seed(5)  # a new torch seed (a worker, seed_everything) restarts the stream
+        assert torch.equal(ds[0]["valid_mask"], first)
+
+
+def test_eo_dropout_zeroes_eo_and_flags_it(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", eo_dropout_prob=1.0)
+    sample = PatchDataset(index_csv, config, "train")[0]
+    assert float(sample["eo_available"]) == 0.0 and (sample["eo"] == 0).all()
+
+
+def test_eo_offset_is_uniform_and_bounded(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", eo_dropout_prob=0.0, eo_speckle=False,
+                          enable_transform=False)  # fmt: skip
+    ds, ref = PatchDataset(index_csv, config, "train"), PatchDataset(index_csv, config, "all")
+    offsets = []
+    for _ in range(20):
+        eo, clean_eo = ds[0]["eo"].numpy()[0], ref[0]["eo"].numpy()[0]
+        ocean = clean_eo != 0
+        shift = (eo - clean_eo)[ocean] * Y_STD  # °C
+        assert np.ptp(shift) < 1e-3  # one offset for the whole patch
+        assert (eo[~ocean] == 0).all()
+        offsets.append(shift.mean())
+    offsets = np.array(offsets)
+    assert np.all(np.abs(offsets) <= EO_OFFSET_MAX_C + 1e-3) and offsets.std() > 0.5
+
+
+def test_eo_speckle_is_multiplicative_and_clamped(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", eo_dropout_prob=0.0, eo_random_offset=False,
+                          enable_transform=False)  # fmt: skip
+    ds, ref = PatchDataset(index_csv, config, "train"), PatchDataset(index_csv, config, "all")
+    to_c = lambda z: z * Y_STD + Y_MEAN - KELVIN_OFFSET  # noqa: E731
+    eo, clean_eo = ds[0]["eo"].numpy()[0], ref[0]["eo"].numpy()[0]
+    ocean = clean_eo != 0
+    ratio = to_c(eo[ocean]) / to_c(clean_eo[ocean])
+    assert 0.9 - 1e-4 <= ratio.min() and ratio.max() <= 1.1 + 1e-4
+    assert 0.005 < ratio.std() < 0.015  # 1 + 0.01 N(0, 1)
+    factors = speckle_factors(np.random.default_rng(0), (200_000,))
+    assert factors.min() >= 0.9 and factors.max() <= 1.1 and abs(factors.std() - 0.01) < 5e-4
+
+
+def dihedral_images(image: np.ndarray) -> list[np.ndarray]:
+    out = []
+    for k in range(4):
+        rotated = np.rot90(image, k, axes=(-2, -1))
+        out += [rotated, rotated[..., ::-1]]
+    return out
+
+
+def test_augmentation_rotates_data_and_masks_together(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", eo_dropout_prob=0.0, eo_random_offset=False,
+                          eo_speckle=False)  # fmt: skip
+    ds, ref = PatchDataset(index_csv, config, "train"), PatchDataset(index_csv, config, "all")
+    clean_y, clean_land = ref[0]["y"].numpy(), ref[0]["land_mask"].numpy()
+    seen = set()
+    for _ in range(40):
+        sample = ds[0]
+        y, land = sample["y"].numpy(), sample["land_mask"].numpy()
+        matches = [k for k, im in enumerate(dihedral_images(clean_y)) if np.array_equal(im, y)]
+        assert len(matches) == 1, "y is not a rot90/flip of the clean patch"
+        np.testing.assert_array_equal(land, dihedral_images(clean_land)[matches[0]])
+        np.testing.assert_array_equal(sample["eo"].numpy(), dihedral_images(ref[0]["eo"].numpy())[matches[0]])
+        assert not (sample["valid_mask"].numpy() * (1 - land)).any()
+        assert sample["y"].is_contiguous() and sample["x"].is_contiguous()
+        seen.add(matches[0])
+    assert len(seen) >= 6  # all orientations occur
+
+
+def test_missing_column_is_named(index_csv, tmp_path):
+    frame = pd.read_csv(index_csv).drop(columns=["num_channels"])
+    frame.to_csv(index_csv, index=False)
+    with pytest.raises(PatchIndexError, match="num_channels"):
+        PatchDataset(index_csv, small_config(tmp_path), "train")
+
+
+def test_unknown_split_and_variant(index_csv, tmp_path):
+    with pytest.raises(PatchIndexError, match="test"):
+        PatchDataset(index_csv, small_config(tmp_path), "test")
+    with pytest.raises(PatchIndexError, match="variant"):
+        PatchDataset(index_csv, small_config(tmp_path), "train", "temp_v2")
+
+
+def test_missing_npy_names_row_and_file(index_csv, tmp_path):
+    frame = pd.read_csv(index_csv)
+    (index_csv.parent / frame["y_npy_path"][0]).unlink()
+    ds = PatchDataset(index_csv, small_config(tmp_path), "train")
+    with pytest.raises(PatchFileError, match=r"row 0 \(sample_id 201011_0_0\).*201011_0_0\.npy.*does not exist"):
+        ds[0]
+
+
+def test_wrong_shape_names_row_and_file(index_csv, tmp_path):
+    frame = pd.read_csv(index_csv)
+    np.save(index_csv.parent / frame["y_npy_path"][1], np.zeros((4, SIZE, SIZE + 1), dtype=np.float32))
+    ds = PatchDataset(index_csv, small_config(tmp_path), "train")
+    with pytest.raises(PatchFileError, match=r"row 1 .*201011_0_16\.npy has shape \(4, 16, 17\)"):
+        ds[1]
+    with pytest.raises(PatchFileError, match="has shape"):
+        load_patch(frame.iloc[1], index_csv.parent)
+
+
+def test_path_escaping_the_index_folder_is_refused(index_csv, tmp_path):
+    frame = pd.read_csv(index_csv)
+    frame.loc[3, "y_npy_path"] = "../../elsewhere/x.npy"
+    frame.to_csv(index_csv, index=False)
+    with pytest.raises(PatchFileError, match=r"row 3 .*outside the index folder"):
+        PatchDataset(index_csv, small_config(tmp_path), "train")
+    with pytest.raises(PatchFileError, match="outside"):
+        load_patch(frame.iloc[3], index_csv.parent)
+
+
+def test_load_patch_returns_celsius_with_nan(index_csv):
+    frame = pd.read_csv(index_csv)
+    patch = load_patch(frame.iloc[2], index_csv.parent)
+    np.testing.assert_array_equal(patch, np.load(index_csv.parent / frame["y_npy_path"][2]))
+    assert patch.dtype == np.float32 and np.isnan(patch).any()
+
+
+def test_reader_falls_back_to_np_load_for_other_layouts(tmp_path):
+    field = patch_field(np.random.default_rng(0), 8, 2)
+    reader = _NpyReader()
+    cases = {"c32.npy": field, "f64.npy": field.astype(np.float64), "fortran.npy": np.asfortranarray(field)}
+    for name, array in cases.items():
+        np.save(tmp_path / name, array)
+        out = reader.read(str(tmp_path / name), (2, 8, 8), "row 0")
+        assert out.dtype == np.float32 and out.flags.writeable
+        np.testing.assert_array_equal(out, field)
+    (tmp_path / "long.npy").write_bytes((tmp_path / "c32.npy").read_bytes() + b"extra")
+    with pytest.raises(PatchFileError, match="long.npy"):
+        reader.read(str(tmp_path / "long.npy"), (2, 8, 8), "row 0")
+
+
+def test_first_guess_channels(index_csv, tmp_path, monkeypatch):
+    import depthdif.baselines as baselines
+
+    calls = []
+
+    def fake_first_guess(x, valid, land, eo, length_scale_px):
+        calls.append((x.shape, valid.dtype, land.dtype, None if eo is None else eo.shape, length_scale_px))
+        return np.full(x.shape, 0.5, dtype=np.float32)
+
+    monkeypatch.setattr(baselines, "first_guess_estimate", fake_first_guess)
+    config = small_config(tmp_path, dataset_variant="eo_4band", first_guess=True)
+    sample = PatchDataset(index_csv, config, "val")[0]
+    assert calls == [((3, SIZE, SIZE), np.dtype(bool), np.dtype(bool), (SIZE, SIZE), 6.0)]
+    guess = sample["first_guess"].numpy()
+    land = sample["land_mask"].numpy() > 0
+    assert guess.shape == (3, SIZE, SIZE) and (guess[land] == 0.5).all() and (guess[~land] == 0).all()
+
+
+def test_first_guess_with_the_real_baseline(index_csv, tmp_path):
+    config = small_config(tmp_path, first_guess=True, mask_fraction=0.8)
+    sample = PatchDataset(index_csv, config, "val", "temp_v1")[0]
+    guess, land = sample["first_guess"].numpy(), sample["land_mask"].numpy() > 0
+    assert guess.shape == (1, SIZE, SIZE) and np.isfinite(guess).all() and (guess[~land] == 0).all()
+    # closer to the truth at hidden ocean pixels than the 0 that x holds there
+    hidden = land & (sample["valid_mask"].numpy() == 0)
+    y = sample["y"].numpy()
+    assert np.abs(guess - y)[hidden].mean() < np.abs(y)[hidden].mean()
