@@ -44,7 +44,9 @@ def write_files(root: Path, n_files: int, size: int, seed: int = 0) -> Path:
     yy, xx = np.mgrid[0:size, 0:size] / size
     rows = []
     for i in range(n_files):
-        field = 24.0 - 6.0 * yy + rng.standard_normal((4, size, size)) * 0.2 - 3.0 * np.arange(4)[:, None, None]
+        field = (
+            24.0 - 6.0 * yy + rng.standard_normal((4, size, size)) * 0.2 - 3.0 * np.arange(4)[:, None, None]
+        )
         cy, cx = rng.uniform(0, 1, 2)
         island = (yy - cy) ** 2 + (xx - cx) ** 2 < 0.04 + 0.01 * np.arange(4)[:, None, None]
         field = np.where(island, np.nan, field).astype(np.float32)
@@ -74,6 +76,22 @@ def rate(step: Callable[[int], object], n_items: int, seconds: float) -> float:
             return count / elapsed
 
 
+def profile(*datasets: PatchDataset) -> None:
+    """Where the time of a sample goes (cProfile, sorted by own time), for each dataset."""
+    import cProfile
+    import pstats
+
+    for ds in datasets:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(3):
+            for i in range(len(ds)):
+                ds[i]
+        profiler.disable()
+        print(f"--- profile: {ds.split} split, {3 * len(ds)} samples", file=sys.stderr)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(18)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=256)
@@ -82,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sides", type=int, nargs=2, default=(2, 5))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="minimum time of one measurement")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print a cProfile of the train path (stderr)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -118,15 +139,27 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for name, measure in measures.items():
                 results[name].append(measure())
+        if args.profile:
+            profile(train, val)
 
     floor = statistics.median(results["np_load_floor"])
     for name, values in results.items():
         value = statistics.median(values)
         print(json.dumps({"metric": name, "value": round(value, 1), "unit": "samples/s"}))
         if name != "np_load_floor":
-            print(json.dumps({"metric": f"{name}_of_floor", "value": round(value / floor, 3), "unit": "ratio"}))
-    print(json.dumps({"metric": "setup", "value": f"{args.files} files {args.size}x{args.size}x4, fraction "
-                      f"{args.fraction}, sides {args.sides[0]}-{args.sides[1]}, torch threads 1", "unit": "text"}))
+            print(
+                json.dumps({"metric": f"{name}_of_floor", "value": round(value / floor, 3), "unit": "ratio"})
+            )
+    print(
+        json.dumps(
+            {
+                "metric": "setup",
+                "value": f"{args.files} files {args.size}x{args.size}x4, fraction "
+                f"{args.fraction}, sides {args.sides[0]}-{args.sides[1]}, torch threads 1",
+                "unit": "text",
+            }
+        )
+    )
     return 0
 
 

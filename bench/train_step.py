@@ -27,7 +27,6 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
-from depthdif.config import load_config
 from depthdif.train import build_module, run_training
 
 
@@ -128,6 +127,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
+    from depthdif.config import load_config  # here: gpu_check.sh imports this file where jsonschema is missing
+
     config = load_config(args.config)
     if args.accelerator:
         config["train"]["accelerator"] = args.accelerator

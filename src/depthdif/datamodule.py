@@ -24,9 +24,9 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "val")
 RANDOM_SPLIT_WARNING = (
-    "split.mode is 'random': rows are split at random, so patches of the same place (other months, "
-    "overlapping tiles) are in train and val and the validation score is optimistic. Use split.mode: index "
-    "for honest numbers; 'random' is only for comparison with the original system."
+    "split.mode is 'random': locations leak — rows are split at random, so patches of the same place (other "
+    "months, overlapping tiles) are in train and val and the validation score is optimistic. Use split.mode: "
+    "index for honest numbers; 'random' is only for comparison with the original system."
 )
 
 
@@ -53,9 +53,13 @@ def check_window_split(frame: pd.DataFrame) -> None:
     origin = frame.attrs.get("origin", "<DataFrame>")
     unknown = sorted(set(frame["split"].astype(str)) - set(SPLITS))
     if unknown:
-        raise PatchIndexError(f"patch index {origin} has split values {unknown}; only {list(SPLITS)} are allowed")
+        raise PatchIndexError(
+            f"patch index {origin} has split values {unknown}; only {list(SPLITS)} are allowed"
+        )
     if "window_id" not in frame.columns:
-        logger.warning("patch index %s has no window_id column: cannot check that windows do not leak", origin)
+        logger.warning(
+            "patch index %s has no window_id column: cannot check that windows do not leak", origin
+        )
         return
     sides = frame.groupby("window_id")["split"].nunique()
     leaking = sides.index[sides > 1].tolist()
@@ -95,8 +99,12 @@ class DepthDifDataModule(pl.LightningDataModule):
         self.train_set = PatchDataset(frame, self.config, "train", self.variant)
         self.val_set = PatchDataset(frame, self.config, "val", self.variant)
         logger.info(
-            "%s: %d train and %d val patches from %s (split.mode %s)", self.variant, len(self.train_set),
-            len(self.val_set), self.index_csv, self.config["split"]["mode"],
+            "%s: %d train and %d val patches from %s (split.mode %s)",
+            self.variant,
+            len(self.train_set),
+            len(self.val_set),
+            self.index_csv,
+            self.config["split"]["mode"],
         )
 
     def _loader_options(self) -> dict[str, Any]:

@@ -48,7 +48,16 @@ logger = logging.getLogger(__name__)
 
 VARIANTS = ("temp_v1", "eo_4band")
 INDEX_COLUMNS = (
-    "sample_id", "source_file", "y0", "x0", "patch_size", "lat0", "lat1", "lon0", "lon1", "y_npy_path",
+    "sample_id",
+    "source_file",
+    "y0",
+    "x0",
+    "patch_size",
+    "lat0",
+    "lat1",
+    "lon0",
+    "lon1",
+    "y_npy_path",
     "num_channels",
 )
 EO_OFFSET_MAX_C = 2.0  # EO degradation: a uniform offset in [-2, 2] °C over the ocean of a patch
@@ -143,9 +152,13 @@ def _load_checked(path: str, expected: tuple[int, int, int], name: str) -> np.nd
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise PatchFileError(f"row {name}: patch file {path} does not exist; re-run the export stage") from None
+        raise PatchFileError(
+            f"row {name}: patch file {path} does not exist; re-run the export stage"
+        ) from None
     except (OSError, ValueError) as err:
-        raise PatchFileError(f"row {name}: patch file {path} is not a readable .npy ({err}); re-export it") from None
+        raise PatchFileError(
+            f"row {name}: patch file {path} is not a readable .npy ({err}); re-export it"
+        ) from None
     if array.shape != expected:
         raise PatchFileError(
             f"row {name}: patch file {path} has shape {array.shape}, the index says {expected} "
@@ -274,7 +287,9 @@ class PatchDataset(Dataset):
             )
         self.frame = frame
         self.sample_ids = frame["sample_id"].astype(str).tolist()
-        self.row_names = [f"{label} (sample_id {sid})" for label, sid in zip(frame.index, self.sample_ids, strict=True)]
+        self.row_names = [
+            f"{label} (sample_id {sid})" for label, sid in zip(frame.index, self.sample_ids, strict=True)
+        ]
         self.paths = [
             resolve_patch_path(self.index_dir, rel, name)
             for rel, name in zip(frame["y_npy_path"], self.row_names, strict=True)
@@ -313,7 +328,13 @@ class PatchDataset(Dataset):
         shape = ocean.shape[1:]
         if shape not in self._pools:
             self._pools[shape] = TorusMaskPool(
-                rng, shape[0], shape[1], fraction, self.side_min, self.side_max, reuse=self.mask_reuse,
+                rng,
+                shape[0],
+                shape[1],
+                fraction,
+                self.side_min,
+                self.side_max,
+                reuse=self.mask_reuse,
                 n_tori=max(16, 2 * len(channels)),
             )
         return self._pools[shape].masks(ocean)
@@ -364,8 +385,10 @@ class PatchDataset(Dataset):
         if self.return_info:
             row = self.frame.iloc[item]
             sample["info"] = {
-                "sample_id": self.sample_ids[item], "source_file": str(row["source_file"]),
-                "y0": int(row["y0"]), "x0": int(row["x0"]),
+                "sample_id": self.sample_ids[item],
+                "source_file": str(row["source_file"]),
+                "y0": int(row["y0"]),
+                "x0": int(row["x0"]),
                 "row": int(row.name) if isinstance(row.name, int | np.integer) else str(row.name),
             }
         return sample

@@ -31,6 +31,7 @@ from depthdif.baselines import (
     load_history,
     run_baseline,
 )
+from depthdif.config import deep_merge
 from depthdif.inference import sample_celsius
 from depthdif.metrics import ScoreAccumulator
 from depthdif.normalization import temperature_denormalize
@@ -250,6 +251,8 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     index_csv = Path(config["data_dir"]) / "patches" / "patch_index_split.csv"
     index = pd.read_csv(index_csv)
     rows = select_val_rows(index, settings["max_patches"], seed)
+    rows.attrs["index_dir"] = str(index_csv.parent)
+    eval_config = deep_merge(config, {"dataset": {"return_info": True, "return_coords": True}})
     depths = band_depths_of(index, config, variant)
     channels = [config["dataset"]["temp_v1_band"]] if variant == "temp_v1" else list(range(1, len(depths) + 1))
     module = load_model(model_ckpt, variant=variant, config=config)
@@ -261,8 +264,7 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     figure_fraction = min(settings["mask_fractions"], key=lambda f: abs(f - 0.95))
     sweep_items = None
     for fraction in settings["mask_fractions"]:
-        dataset = PatchDataset(rows, config, split="val", variant=variant, mask_fraction=fraction, seed=seed,
-                               return_info=True, index_dir=index_csv.parent)
+        dataset = PatchDataset(rows, eval_config, split="val", variant=variant, mask_fraction=fraction, seed=seed)
         items = gather_items(dataset, config["loader"]["batch_size"])
         model = score_diffusion(module, items, fraction, depths, scores, settings["ensemble_size"],
                                 settings["sampling_steps"], seed)

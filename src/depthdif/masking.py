@@ -121,7 +121,9 @@ def make_band_masks(
         bulk = np.where(over, (bulk * 0.9).astype(np.int64), 0)
         hidden[over] = geometry.paint(rngs, bulk)[over]
     else:
-        raise MaskError(f"could not reach mask fraction {fraction} in {_MAX_ROUNDS} draws (shape {ocean.shape})")
+        raise MaskError(
+            f"could not reach mask fraction {fraction} in {_MAX_ROUNDS} draws (shape {ocean.shape})"
+        )
     for band in np.flatnonzero(n_hidden < target - tolerance):
         finish_exactly(rngs[band], geometry, hidden[band], ocean[band], int(target[band]))
     return ocean & ~hidden
@@ -147,7 +149,9 @@ def check_mask_arguments(fraction: float, side_min: int, side_max: int, shape: t
     if len(shape) != 3:
         raise MaskError(f"land_mask must be (C, H, W); got shape {shape}")
     if 2 * max(shape[1:]) + 2 * side_max > _MAX_CANVAS_PX:
-        raise MaskError(f"patches up to {_MAX_CANVAS_PX // 2 - side_max} px a side are supported; got {shape[1:]}")
+        raise MaskError(
+            f"patches up to {_MAX_CANVAS_PX // 2 - side_max} px a side are supported; got {shape[1:]}"
+        )
 
 
 def _as_ocean(land_mask: np.ndarray) -> np.ndarray:
@@ -212,7 +216,7 @@ class _Geometry:
         per pixel. Edges are ignored, which makes it a little conservative.
         """
         q = uncovered / n_ocean
-        per_pixel = float(np.sum(q * q * (q ** -self.pair_overlap - 1.0)))
+        per_pixel = float(np.sum(q * q * (q**-self.pair_overlap - 1.0)))
         return math.sqrt(max(n_ocean * per_pixel, 1.0))
 
     # ----- drawing and painting
@@ -239,7 +243,9 @@ class _Geometry:
         size = len(counts) * band_size
         if not plus:
             return np.zeros((len(counts), self.height, self.width), dtype=bool)
-        diff = np.bincount(np.concatenate(plus), minlength=size) - np.bincount(np.concatenate(minus), minlength=size)
+        diff = np.bincount(np.concatenate(plus), minlength=size) - np.bincount(
+            np.concatenate(minus), minlength=size
+        )
         # int16 wraps past 32767 rectangles on one pixel; the mean is ~4 at fraction 0.975, so it never does
         count = diff.astype(np.int16).reshape(len(counts), self.rows, self.cols)
         for band in torch.from_numpy(count):
@@ -310,7 +316,9 @@ def finish_exactly(
         _, first = np.unique(pixels, return_index=True)  # first occurrence = first covering rectangle
         newly = pixels[np.sort(first)][:missing]
         hidden[newly // width, newly % width] = True
-    raise MaskError(f"could not hide {target} ocean pixels of a {height}x{width} band in {_MAX_ROUNDS} rounds")
+    raise MaskError(
+        f"could not hide {target} ocean pixels of a {height}x{width} band in {_MAX_ROUNDS} rounds"
+    )
 
 
 class TorusMaskPool:
@@ -379,8 +387,9 @@ class TorusMaskPool:
                 break
             hidden[over] = self._windows(n_bands)[over]
         else:  # a window never fits (e.g. a few ocean pixels): fall back to exact draws
-            return make_band_masks([self.rng] * n_bands, ocean, self.fraction, self.patch.side_min,
-                                   self.patch.side_max)
+            return make_band_masks(
+                [self.rng] * n_bands, ocean, self.fraction, self.patch.side_min, self.patch.side_max
+            )
         for band in np.flatnonzero(n_hidden < target - tolerance):
             finish_exactly(self.rng, self.patch, hidden[band], ocean[band], int(target[band]))
         return ocean & ~hidden
