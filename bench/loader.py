@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0, help="minimum time of one measurement")
     parser.add_argument(
+        "--reuse", type=int, default=None, help="dataset.train_mask_reuse (default: the config's)"
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="also print a cProfile of the train path (stderr)"
     )
     args = parser.parse_args(argv)
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         csv = write_files(Path(tmp), args.files, args.size)
         dataset = {"dataset_variant": "eo_4band", "mask_fraction": args.fraction,
                    "mask_patch_min": args.sides[0], "mask_patch_max": args.sides[1]}  # fmt: skip
+        if args.reuse is not None:
+            dataset["train_mask_reuse"] = args.reuse
         config = validate_config({"export": {"patch_size": args.size}, "dataset": dataset})
         exact = validate_config({"export": {"patch_size": args.size},
                                  "dataset": {**dataset, "train_mask_reuse": 0}})  # fmt: skip
@@ -155,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "metric": "setup",
                 "value": f"{args.files} files {args.size}x{args.size}x4, fraction "
-                f"{args.fraction}, sides {args.sides[0]}-{args.sides[1]}, torch threads 1",
+                f"{args.fraction}, sides {args.sides[0]}-{args.sides[1]}, train_mask_reuse "
+                f"{config['dataset']['train_mask_reuse']}, torch threads 1",
                 "unit": "text",
             }
         )

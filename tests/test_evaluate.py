@@ -18,7 +18,13 @@ from depthdif.config import load_config
 from depthdif.download import run_download
 from depthdif.evaluate import run_evaluation, select_val_rows
 from depthdif.export import export_patches
-from depthdif.models.module import CheckpointError, DepthDifModule, model_settings, num_target_bands, save_model
+from depthdif.models.module import (
+    CheckpointError,
+    DepthDifModule,
+    model_settings,
+    num_target_bands,
+    save_model,
+)
 from depthdif.split import split_index
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
@@ -115,3 +121,25 @@ def test_val_rows_are_whole_locations(tiny_data):
     per_place = index[index.split == "val"].groupby(["y0", "x0"]).size()
     for (y0, x0), group in rows.groupby(["y0", "x0"]):
         assert len(group) == per_place[(y0, x0)]
+
+
+def test_sim_to_real_on_the_real_sample(tiny_data, real_sample_dir):
+    from depthdif.evaluate_real import RealDataError, run_real_evaluation
+
+    config, root = tiny_data
+    ckpt = checkpoint(config, "eo_4band", root / "real.ckpt")
+    out = root / "real_eval"
+    metrics = pd.read_csv(run_real_evaluation(config, "eo_4band", ckpt, real_sample_dir, out))
+    # the real file's levels 0, 1, 2, 3 are the model's 0.494, 9.57, 29.4, 92.3 m
+    assert sorted(metrics["depth_m"].unique()) == pytest.approx([9.573, 29.445, 92.326], abs=0.01)
+    index = pd.read_csv(out / "data" / "patches" / "patch_index_split.csv")
+    assert set(index["split"]) == {"val"}
+    assert set(index["source_file"]) == {"mercatorglorys12v1_gl12_mean_201011.nc",
+                                         "mercatorglorys12v1_gl12_mean_201012.nc"}
+    oi = metrics[(metrics["method"] == "oi")]
+    assert (oi["n_pixels"] > 0).all() and oi["rmse_c"].notna().all()
+
+    deep = checkpoint(load_config([TINY], {"export": {"depth_indices": [0, 7, 14, 17]}}), "eo_4band",
+                      root / "deep.ckpt")
+    with pytest.raises(RealDataError, match="47.37"):
+        run_real_evaluation(config, "eo_4band", deep, real_sample_dir, root / "nope")

@@ -249,11 +249,9 @@ def test_duplicated_sample_id_in_the_export_index_is_refused_by_the_split(split_
     duplicated = _duplicate_first_train_row(split_csv)
     out = tmp_path / "split.csv"
     config = validate_config({"export": {"patch_size": SIZE, "stride": SIZE}, "variants": ["temp_v1"]})
-    try:
-        with pytest.raises(SplitError, match=duplicated):
-            split_index(config, split_csv, out)
-    finally:
-        assert not out.exists()
+    with pytest.raises(SplitError, match=duplicated):
+        split_index(config, split_csv, out)
+    assert not out.exists()
 
 
 def test_missing_row_file_stops_the_loader_with_the_row_and_file_named(split_csv, tmp_path):

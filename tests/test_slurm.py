@@ -111,10 +111,15 @@ def snakemake_command(workdir: Path, *args: str, timeout_s: int) -> list[str]:
     ]
 
 
-def job_state(job_id: str) -> str | None:
-    """SLURM's JobState of ``job_id``, or None once the controller has forgotten it (after MinJobAge)."""
+def show_job(job_id: str) -> str:
+    """`scontrol show job`: empty once the controller has forgotten the job (MinJobAge after it ended)."""
     result = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30)
-    match = re.search(r"JobState=(\w+)", result.stdout)
+    return result.stdout if result.returncode == 0 else ""
+
+
+def job_state(details: str) -> str | None:
+    """The JobState in ``show_job`` output (COMPLETED, FAILED, ...), None for a forgotten job."""
+    match = re.search(r"JobState=(\w+)", details)
     return match.group(1) if match else None
 
 
@@ -166,11 +171,11 @@ def test_dag_runs_through_sbatch_and_matches_a_local_run(tmp_path, cluster, targ
         # sbatch --output=<slurm_logs>/rule_<name>/<jobid>.log: written by slurmd for that job id.
         assert log_path.name == f"{job_id}.log" and log_path.is_relative_to(on_slurm / ".snakemake" / "slurm_logs")
         assert "Finished jobid" in log_path.read_text(), log_path.read_text()[-3000:]
-        assert job_state(job_id) in ("COMPLETED", None)
-        if log_path.parent.name.startswith("rule_train_") and cluster.gpus:
-            details = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-            assert not details or "gres/gpu" in details  # the profile's GPU request reached SLURM
-    assert any(job_state(job_id) == "COMPLETED" for job_id, _ in submitted), "no submitted job known to SLURM"
+        details = show_job(job_id)
+        assert job_state(details) in ("COMPLETED", None), details
+        if log_path.parent.name.startswith("rule_train_") and cluster.gpus and details:
+            assert "TresPerJob=gres:gpu:" in details  # the profile's GPU request reached SLURM
+    assert any(job_state(show_job(job_id)) == "COMPLETED" for job_id, _ in submitted), "no job known to SLURM"
 
     # Same results as the local executor where they are deterministic.
     for relative in DETERMINISTIC:

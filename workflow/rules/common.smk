@@ -27,9 +27,22 @@ def eval_metrics(variant):
     return RESULTS / variant / "eval" / "metrics.csv"
 
 
+def real_metrics(variant):
+    return RESULTS / variant / "eval_real" / "metrics.csv"
+
+
+def real_sample_dir():
+    """evaluate.real_sample_dir, relative paths taken from the repository (the Snakefile's folder)."""
+    folder = config["evaluate"]["real_sample_dir"]
+    return None if folder is None else str(Path(workflow.basedir) / folder)
+
+
 def final_outputs():
-    """The default target: every configured variant trained and evaluated."""
-    return [eval_metrics(v) for v in config["variants"]]
+    """The default target: every configured variant trained and evaluated (on real data too if set)."""
+    outputs = [eval_metrics(v) for v in config["variants"]]
+    if real_sample_dir():
+        outputs += [real_metrics(v) for v in config["variants"]]
+    return outputs
 
 
 def train_gpus():

@@ -37,3 +37,42 @@ for _variant in ALL_VARIANTS:
             LOGS / f"evaluate_{_variant}.log",
         script:
             "../scripts/evaluate.py"
+
+
+# Sim-to-real: the same protocol on the real GLORYS12 sample (evaluate.real_sample_dir).
+for _variant in ALL_VARIANTS:
+
+    rule:
+        name:
+            f"evaluate_real_{_variant}"
+        input:
+            model=model_ckpt(_variant),
+        output:
+            metrics=report(
+                real_metrics(_variant),
+                category="Scores on real GLORYS12",
+                subcategory=_variant,
+                caption="../report/metrics_real.rst",
+            ),
+        params:
+            variant=_variant,
+            real_dir=real_sample_dir(),
+            settings={k: config[k] for k in ("dataset", "evaluate", "seed")},
+        threads: 2
+        resources:
+            mem_mb=4000,
+            runtime=60,
+        conda:
+            CONDA_ENV
+        log:
+            LOGS / f"evaluate_real_{_variant}.log",
+        script:
+            "../scripts/evaluate_real.py"
+
+
+rule evaluate_real:
+    """Score every configured variant on the real sample."""
+    input:
+        [real_metrics(v) for v in config["variants"]],
+    default_target: False
+    localrule: True

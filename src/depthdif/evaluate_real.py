@@ -1,0 +1,83 @@
+"""Sim-to-real: the evaluation protocol on real GLORYS12 files with a model trained on the synthetic ocean.
+
+The real files go through the same download (local source), export and evaluation code as any data set;
+every patch is a val patch (the model never saw this ocean). The depth levels are matched by value, since
+a real subset does not hold the 50 levels at the positions the model was trained with.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pandas as pd
+
+from depthdif.atomic import atomic_to_csv
+from depthdif.config import deep_merge, validate_config
+from depthdif.inference import band_depths
+
+log = logging.getLogger(__name__)
+DEPTH_TOLERANCE = 0.02
+
+
+class RealDataError(ValueError):
+    """The real sample cannot be scored with this model (missing levels, no files)."""
+
+
+def matching_depth_indices(nc_file: Path, depths_m: list[float]) -> list[int]:
+    """Positions in ``nc_file``'s depth axis of the levels nearest to ``depths_m`` (within 2 %)."""
+    with netCDF4.Dataset(nc_file) as ds:
+        axis = np.asarray(ds["depth"][:], dtype=float)
+    positions = []
+    for depth in depths_m:
+        nearest = int(np.argmin(np.abs(axis - depth)))
+        if abs(axis[nearest] - depth) > DEPTH_TOLERANCE * depth + 0.01:
+            raise RealDataError(f"{nc_file} has no level near {depth:.2f} m (its levels: {np.round(axis, 2).tolist()});"
+                                " the model cannot be scored on it.")
+        positions.append(nearest)
+    return positions
+
+
+def real_config(config: Mapping, settings: Mapping, real_dir: Path, work_dir: Path) -> dict:
+    """The run's config pointed at the real files, exporting the model's levels, patches of its size."""
+    files = sorted(Path(real_dir).glob("*.nc"))
+    if not files:
+        raise RealDataError(f"no *.nc file in {real_dir}; set evaluate.real_sample_dir to a folder of GLORYS12 files.")
+    positions = matching_depth_indices(files[0], band_depths(dict(settings)))
+    size = int(settings["export"]["patch_size"])
+    override = {
+        "data_dir": str(work_dir),
+        "source": {"kind": "local", "local_dir": str(Path(real_dir).resolve())},
+        "export": {"depth_indices": positions, "patch_size": size, "stride": max(1, size // 2), "workers": 1},
+        "dataset": {"temp_v1_band": int(settings["dataset"]["temp_v1_band"])},
+    }
+    return validate_config(deep_merge(config, override), origin="real-sample config")
+
+
+def mark_all_val(index_csv: Path, out_csv: Path) -> Path:
+    """Every real patch is a val patch; each location its own window."""
+    index = pd.read_csv(index_csv)
+    index["split"] = "val"
+    index["window_id"] = [f"real_{y}_{x}" for y, x in zip(index["y0"], index["x0"], strict=True)]
+    atomic_to_csv(index, out_csv)
+    return out_csv
+
+
+def run_real_evaluation(config: Mapping, variant: str, model_ckpt: Path, real_dir: Path, out_dir: Path) -> Path:
+    """Export the real sample like the model's training data, then run the standard protocol on it."""
+    from depthdif.download import run_download
+    from depthdif.evaluate import run_evaluation
+    from depthdif.export import export_patches
+    from depthdif.models.module import load_model
+
+    settings = load_model(model_ckpt, variant=variant).settings
+    work_dir = Path(out_dir) / "data"
+    cfg = real_config(config, settings, Path(real_dir), work_dir)
+    manifest = run_download(cfg)
+    index = export_patches(cfg, manifest, workers=1)
+    mark_all_val(index, index.parent / "patch_index_split.csv")
+    log.info("scoring the %s model on the real sample in %s", variant, real_dir)
+    return run_evaluation(cfg, variant, model_ckpt, Path(out_dir))
