@@ -10,10 +10,11 @@ number alike):
   fresh masks at ``--fraction`` with sides ``--sides`` (the pool of ``dataset.train_mask_reuse``);
 * ``eo_4band_train_exact``: the same with every mask drawn from scratch (``train_mask_reuse: 0``);
 * ``eo_4band_val``: the val split: masks fixed by (seed, sample, band), no degradation, no augmentation;
-* ``eo_4band_train_loader``: a DataLoader (batch 16, no workers) over the train split, with collation.
+* ``eo_4band_train_loader``: what training consumes: a DataLoader (batch 16, no workers, the DataModule's
+  ``collate``) over the train split; batches are built whole by ``PatchDataset.__getitems__``.
 
 Prints one JSON line per metric: {"metric", "value", "unit"}; ``*_of_floor`` are ratios to the floor.
-Target: eo_4band_train >= 3000 samples/s and >= 0.25 of the floor.
+Target (issue 3): >= 3000 samples/s and >= 0.25 of the floor for eo_4band training data.
 
     python bench/loader.py [--files 256] [--rounds 5] [--seconds 1.0]
 """
@@ -34,7 +35,7 @@ import pandas as pd
 import torch
 
 from depthdif.config import validate_config
-from depthdif.datasets import PatchDataset
+from depthdif.datasets import PatchDataset, collate
 
 
 def write_files(root: Path, n_files: int, size: int, seed: int = 0) -> Path:
@@ -76,20 +77,19 @@ def rate(step: Callable[[int], object], n_items: int, seconds: float) -> float:
             return count / elapsed
 
 
-def profile(*datasets: PatchDataset) -> None:
-    """Where the time of a sample goes (cProfile, sorted by own time), for each dataset."""
+def profile(**steps: Callable[[], object]) -> None:
+    """Where the time goes (cProfile, sorted by own time) for each named step (run three times)."""
     import cProfile
     import pstats
 
-    for ds in datasets:
+    for name, step in steps.items():
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(3):
-            for i in range(len(ds)):
-                ds[i]
+            step()
         profiler.disable()
-        print(f"--- profile: {ds.split} split, {3 * len(ds)} samples", file=sys.stderr)
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(18)
+        print(f"--- profile: {name}", file=sys.stderr)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(16)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         train_exact = PatchDataset(csv, exact, "train")
         val = PatchDataset(csv, config, "val")
         paths = train.paths
-        loader = torch.utils.data.DataLoader(train, batch_size=16, shuffle=True, num_workers=0)
+        loader = torch.utils.data.DataLoader(
+            train, batch_size=16, shuffle=True, num_workers=0, collate_fn=collate
+        )
 
         def load_batches(_: int) -> None:
             for _batch in loader:
@@ -145,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
             for name, measure in measures.items():
                 results[name].append(measure())
         if args.profile:
-            profile(train, val)
+            profile(
+                train_samples=lambda: [train[i] for i in range(len(train))],
+                train_loader=lambda: load_batches(0),
+                val_samples=lambda: [val[i] for i in range(len(val))],
+            )
 
     floor = statistics.median(results["np_load_floor"])
     for name, values in results.items():

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 from patch_factory import patch_field, small_config, write_patch_set
+from torch.utils.data import default_collate
 
 from depthdif.datasets import (
     EO_OFFSET_MAX_C,
@@ -14,6 +15,7 @@ from depthdif.datasets import (
     PatchFileError,
     PatchIndexError,
     _NpyReader,
+    collate,
     load_patch,
     lon_midpoint,
     sample_date,
@@ -299,18 +301,43 @@ def test_load_patch_returns_celsius_with_nan(index_csv):
 def test_reader_falls_back_to_np_load_for_other_layouts(tmp_path):
     field = patch_field(np.random.default_rng(0), 8, 2)
     reader = _NpyReader()
+
+    def read(name):
+        out = np.full((2, 8, 8), -1.0, dtype=np.float32)
+        reader.read_into(str(tmp_path / name), (2, 8, 8), "row 0", out)
+        return out
+
     cases = {"c32.npy": field, "f64.npy": field.astype(np.float64), "fortran.npy": np.asfortranarray(field)}
     for name, array in cases.items():
         np.save(tmp_path / name, array)
-        out = reader.read(str(tmp_path / name), (2, 8, 8), "row 0")
-        assert out.dtype == np.float32 and out.flags.writeable
-        np.testing.assert_array_equal(out, field)
+        np.testing.assert_array_equal(read(name), field)
     # trailing bytes: not the fast path's layout, so np.load decides (it reads the array and ignores them)
     (tmp_path / "long.npy").write_bytes((tmp_path / "c32.npy").read_bytes() + b"extra")
-    np.testing.assert_array_equal(reader.read(str(tmp_path / "long.npy"), (2, 8, 8), "row 0"), field)
+    np.testing.assert_array_equal(read("long.npy"), field)
     (tmp_path / "short.npy").write_bytes((tmp_path / "c32.npy").read_bytes()[:-8])
     with pytest.raises(PatchFileError, match="short.npy"):
-        reader.read(str(tmp_path / "short.npy"), (2, 8, 8), "row 0")
+        read("short.npy")
+
+
+def test_batches_equal_collated_samples(index_csv, tmp_path):
+    """__getitems__ (what the DataLoader calls) gives exactly default_collate of the single samples."""
+    for variant in ("temp_v1", "eo_4band"):
+        config = small_config(tmp_path, dataset_variant=variant, return_info=True)
+        ds = PatchDataset(index_csv, config, "val")
+        items = [3, 0, 2]
+        built = ds.__getitems__(items)
+        batch = collate(built)
+        reference = default_collate([ds[i] for i in items])
+        assert list(batch) == list(reference) and batch["y"].is_contiguous()
+        for key, value in reference.items():
+            if key == "info":
+                assert batch["info"]["sample_id"] == value["sample_id"]
+                assert torch.equal(batch["info"]["y0"], value["y0"])
+            else:
+                assert torch.equal(batch[key], value), key
+        # the samples it holds are those of the single calls too (the default collate path)
+        assert torch.equal(default_collate(list(built))["x"], reference["x"])
+        assert built[1]["info"]["sample_id"] == ds.sample_ids[0]
 
 
 def test_first_guess_channels(index_csv, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ Cases already proven elsewhere are listed, with their tests, in docs/guarantees.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import signal
@@ -27,6 +28,7 @@ from fakes import write_cmems_month
 from patch_factory import small_config, write_patch_set
 
 from depthdif import cli, glorys
+from depthdif.atomic import atomic_path, atomic_to_csv
 from depthdif.config import validate_config
 from depthdif.datamodule import DepthDifDataModule
 from depthdif.datasets import PatchDataset, PatchFileError, PatchIndexError
@@ -56,7 +58,9 @@ def temp_files(root: Path) -> list[Path]:
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
 
 
 def write_manifest(raw: Path, names: list[str]) -> Path:
@@ -84,7 +88,13 @@ def make_raw(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def export_config(tmp_path: Path, **export) -> dict:
-    settings = {"patch_size": SIZE, "stride": SIZE, "depth_indices": [0, 3], "max_nodata_fraction": 1.0, **export}
+    settings = {
+        "patch_size": SIZE,
+        "stride": SIZE,
+        "depth_indices": [0, 3],
+        "max_nodata_fraction": 1.0,
+        **export,
+    }
     return validate_config({"data_dir": str(tmp_path / "data"), "export": settings, "variants": ["temp_v1"]})
 
 
@@ -143,9 +153,13 @@ NETCDF_FAULTS = [
     pytest.param(_not_netcdf, {}, "truncated or corrupt", id="not-netcdf"),
     pytest.param(_empty, {}, "truncated or corrupt", id="empty-file"),
     pytest.param(_other_variable, {}, r"variable 'thetao' not found .*'so'", id="missing-variable"),
-    pytest.param(_depth_renamed, {}, r"has dims \('time', 'level', 'latitude', 'longitude'\)", id="wrong-dims"),
+    pytest.param(
+        _depth_renamed, {}, r"has dims \('time', 'level', 'latitude', 'longitude'\)", id="wrong-dims"
+    ),
     pytest.param(_no_depth_axis, {}, r"has dims \('time', 'latitude', 'longitude'\)", id="no-depth-axis"),
-    pytest.param(None, {"depth_indices": [0, 9]}, r"\[9\] out of range: .* 4 levels", id="depth-out-of-range"),
+    pytest.param(
+        None, {"depth_indices": [0, 9]}, r"\[9\] out of range: .* 4 levels", id="depth-out-of-range"
+    ),
 ]
 
 
@@ -191,7 +205,9 @@ def test_file_without_time_dimension_exports_the_same_patches(tmp_path):
 
     assert without.read_bytes() == with_time.read_bytes()
     for relative in pd.read_csv(without)["y_npy_path"]:
-        np.testing.assert_array_equal(np.load(without.parent / relative), np.load(with_time.parent / relative))
+        np.testing.assert_array_equal(
+            np.load(without.parent / relative), np.load(with_time.parent / relative)
+        )
 
 
 # -------------------------------------------------------------------------------- tiles and months
@@ -240,11 +256,6 @@ def test_duplicated_sample_id_in_the_split_index_is_refused_by_the_dataset(split
         PatchDataset(split_csv, small_config(tmp_path), "train", "temp_v1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="split.split_index does not check that sample_id is unique and writes the split CSV anyway; "
-    "fix: raise SplitError naming the duplicated ids in split._read_index",
-)
 def test_duplicated_sample_id_in_the_export_index_is_refused_by_the_split(split_csv, tmp_path):
     duplicated = _duplicate_first_train_row(split_csv)
     out = tmp_path / "split.csv"
@@ -290,7 +301,13 @@ def test_index_path_escaping_the_data_folder_is_refused_before_reading(split_csv
         ({"dataset": {"mask_fraction": 1.5}}, "dataset.mask_fraction"),
         ({"dataset": {"mask_fraction": -0.05}}, "dataset.mask_fraction"),
     ],
-    ids=["unknown-key", "wrong-type", "negative-patch-size", "mask-fraction-above-1", "mask-fraction-below-0"],
+    ids=[
+        "unknown-key",
+        "wrong-type",
+        "negative-patch-size",
+        "mask-fraction-above-1",
+        "mask-fraction-below-0",
+    ],
 )
 @pytest.mark.parametrize("command", ["download", "export", "split"])
 def test_bad_config_stops_every_stage_before_it_writes_anything(tmp_path, capsys, section, needle, command):
@@ -361,13 +378,6 @@ def test_export_killed_mid_way_then_rerun_gives_an_index_matching_the_disk(tmp_p
     assert sorted(index["source_file"].unique()) == names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a SIGKILL inside atomic_path leaves its hidden temp file; a rerun cleans those in y_npy/ only, "
-    "not the manifest's/index's/a synthetic month's temp in raw/ and patches/; fix: remove '.<stem>.*.tmp"
-    "<suffix>' leftovers of the files a stage writes at its start (download.run_download, "
-    "export.export_patches, split.split_index)",
-)
 def test_temp_files_of_a_killed_run_are_gone_after_the_rerun(tmp_path):
     config = validate_config(
         {"data_dir": str(tmp_path / "data"), "variants": ["temp_v1"],
@@ -391,3 +401,87 @@ def test_temp_files_of_a_killed_run_are_gone_after_the_rerun(tmp_path):
 
     split_index(config, export_patches(config, run_download(config), workers=1))
     assert temp_files(tmp_path / "data") == []
+
+
+# ----------------------------------------------------------------------------------- atomic outputs
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "replacing"])
+def test_crash_inside_atomic_path_leaves_no_target_and_no_temp(tmp_path, error, existing):
+    target = tmp_path / "patches" / "patch_index_with_paths.csv"
+    if existing:
+        target.parent.mkdir()
+        target.write_text("sample_id\nfrom-a-finished-run\n")
+    with pytest.raises(type(error)), atomic_path(target) as tmp:
+        assert tmp.parent == target.parent and tmp != target  # same folder: the rename is atomic
+        tmp.write_text("sample_id\nhalf of the new con")
+        raise error
+    assert list(target.parent.iterdir()) == ([target] if existing else [])
+    if existing:  # the finished file of the earlier run is untouched
+        assert target.read_text() == "sample_id\nfrom-a-finished-run\n"
+
+
+def test_writer_failing_half_way_through_atomic_to_csv_leaves_nothing(tmp_path, monkeypatch):
+    def half_then_fail(self, path, **kwargs):
+        Path(path).write_text(",".join(self.columns) + "\n")
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_fail)
+    with pytest.raises(OSError, match="Input/output"):
+        atomic_to_csv(pd.DataFrame({"a": [1, 2]}), tmp_path / "index.csv")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_during_export_leaves_no_index_and_no_temp_files(tmp_path, monkeypatch):
+    _, manifest = make_raw(tmp_path)
+    real_write_bytes, calls = Path.write_bytes, []
+
+    def fill_up(self, data):
+        calls.append(self)
+        if len(calls) > 5:  # a few patches fit, then the disk is full half-way through a file
+            real_write_bytes(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fill_up)
+    with pytest.raises(OSError, match="No space left"):
+        export_patches(export_config(tmp_path), manifest, workers=1)
+    patches = tmp_path / "data" / "patches"
+    assert not (patches / INDEX_NAME).exists()
+    assert temp_files(tmp_path) == []
+    for npy in (patches / NPY_DIR).iterdir():  # what is there under a final name is complete
+        assert np.load(npy).shape == (2, SIZE, SIZE)
+
+    monkeypatch.setattr(Path, "write_bytes", real_write_bytes)
+    assert_index_matches_disk(export_patches(export_config(tmp_path), manifest, workers=1), 2, SIZE)
+
+
+def test_end_to_end_data_run_leaves_only_finished_files_and_writes_each_index_last(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    args = ["-c", str(REPO / "tests" / "configs" / "tiny.yaml"), "--set", f"data_dir={data}",
+            "--set", "source.years=[2010, 2011]", "--set", "source.months=[1]"]  # fmt: skip
+    for command in ("download", "export", "split"):
+        assert cli.main([command, *args]) == 0, command
+
+    raw, patches = data / "raw", data / "patches"
+    manifest, index_csv, split_csv = (
+        raw / "manifest.csv",
+        patches / INDEX_NAME,
+        patches / "patch_index_split.csv",
+    )
+    raw_files = [raw / name for name in pd.read_csv(manifest)["file"]]
+    npy_files = [patches / relative for relative in pd.read_csv(index_csv)["y_npy_path"]]
+    expected = {manifest, raw / ".sha256-cache.json", index_csv, split_csv, *raw_files, *npy_files}
+    written = {p for p in tmp_path.rglob("*") if p.is_file()}
+    assert temp_files(tmp_path) == []
+    assert written == expected  # every file is a contract output, listed where it should be
+    assert len(raw_files) == 2 and len(npy_files) > 0
+
+    def mtime(path: Path) -> int:
+        return path.stat().st_mtime_ns
+
+    assert mtime(manifest) >= max(map(mtime, raw_files))  # each stage's index is written last
+    assert mtime(index_csv) >= max(map(mtime, npy_files))
+    assert mtime(split_csv) >= mtime(index_csv)

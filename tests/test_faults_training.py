@@ -138,7 +138,9 @@ def test_training_killed_after_a_checkpoint_resumes_from_it_and_the_step_count_c
     deadline = time.monotonic() + 150
     while not last.exists():
         if proc.poll() is not None:
-            pytest.fail(f"training ended (rc {proc.returncode}) before a checkpoint: {proc.stderr.read()[-2000:]}")
+            pytest.fail(
+                f"training ended (rc {proc.returncode}) before a checkpoint: {proc.stderr.read()[-2000:]}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("no last.ckpt within 150 s")

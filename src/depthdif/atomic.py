@@ -36,6 +36,21 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temps(folder: str | Path) -> list[Path]:
+    """Delete temporary files that a killed run left in ``folder`` (the names atomic_path gives them).
+
+    Called by each stage before it writes into a folder, so a SIGKILL (which skips the cleanup in
+    atomic_path) never leaves clutter that lingers across reruns.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp*") if p.is_file() and ".tmp" in p.name]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def atomic_write_text(target: str | Path, text: str) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(text)

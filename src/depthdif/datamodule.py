@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from depthdif.datasets import PatchDataset, PatchIndexError, check_index_columns, read_index
+from depthdif.datasets import PatchDataset, PatchIndexError, check_index_columns, collate, read_index
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +114,7 @@ class DepthDifDataModule(pl.LightningDataModule):
             "batch_size": int(loader["batch_size"]),
             "num_workers": workers,
             "pin_memory": bool(loader["pin_memory"]),
+            "collate_fn": collate,  # batches are built whole by PatchDataset.__getitems__
         }
         if workers > 0:  # DataLoader refuses these without workers
             options["persistent_workers"] = bool(loader["persistent_workers"])

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from depthdif import glorys
-from depthdif.atomic import atomic_to_csv, atomic_write_text
+from depthdif.atomic import atomic_to_csv, atomic_write_text, remove_stale_temps
 from depthdif.config import ConfigError, get_path, months_of
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ def run_download(config: dict, client=None) -> Path:
     """
     raw_dir = raw_dir_of(config)
     raw_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(raw_dir)
     manifest = raw_dir / MANIFEST_NAME
     # an old manifest must not survive a failed run: its presence means "this stage finished"
     manifest.unlink(missing_ok=True)

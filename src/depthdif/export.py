@@ -42,8 +42,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from depthdif.atomic import atomic_path, atomic_to_csv
+from depthdif.atomic import atomic_path, atomic_to_csv, remove_stale_temps
 from depthdif.glorys import date_of_file
+from depthdif.paths import PathEscapeError, resolve_inside
 from depthdif.tiling import TilingError, tile_fractions, tile_origins
 
 log = logging.getLogger(__name__)
@@ -150,8 +151,12 @@ def read_manifest(manifest_csv: Path) -> list[FileJob]:
     if frame.empty:
         raise ExportError(f"manifest {manifest_csv} lists no files; check source.years / source.months")
     entries = []
-    for record in frame.to_dict("records"):
+    for row, record in enumerate(frame.to_dict("records")):
         name = str(record["file"])
+        try:
+            resolve_inside(manifest_csv.parent, name, f"manifest {manifest_csv}, row {row}")
+        except PathEscapeError as err:
+            raise ExportError(str(err)) from None
         date = _manifest_date(record.get("date"), name, manifest_csv)
         entries.append((name, date))
     return _with_id_prefixes(manifest_csv.parent, entries)
@@ -410,6 +415,7 @@ def export_patches(
     index_path = out_dir / INDEX_NAME
     index_path.unlink(missing_ok=True)  # a failed run must not leave an index that looks finished
     (out_dir / NPY_DIR).mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out_dir)
     log.info(
         "exporting %d file(s): %s levels %s, %dx%d patches every %d px, max no-data %.2f, %d worker(s)",
         len(jobs), settings.variable, list(settings.depth_indices), settings.patch_size,

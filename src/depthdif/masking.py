@@ -22,8 +22,9 @@ same seed (:func:`mask_rng`).
 
 :class:`TorusMaskPool` serves training, where a fresh exact draw per band (~1 ms for three 128x128 bands) would
 dominate data loading: it pre-draws the same Boolean model on a few periodic (torus) canvases and cuts random
-windows (random offset and rot90/flip) from them, redrawing each torus after a set number of uses. A window
-of a torus at least a rectangle wider than the window has the same distribution as a padded-canvas draw.
+windows (random offset, one of four orientations) from them, redrawing each torus after a set number of
+uses. A window of a torus at least a rectangle wider than the window has the distribution of a padded-canvas
+draw.
 """
 
 from __future__ import annotations
@@ -326,13 +327,15 @@ class TorusMaskPool:
     """Training masks cut from a few pre-drawn periodic masks, each redrawn after a set number of uses.
 
     A torus of side ``2 * patch`` is covered by the same rectangle process as a patch (each pixel hidden with
-    probability ``fraction``), and a window of it at a random offset and in a random rot90/flip orientation is
-    one band's mask. A torus serves ``reuse * torus_area / patch_area`` windows before it is redrawn, so each
-    of its pixels is used about ``reuse`` times, in different places and orientations, paired with different
-    data; ``reuse`` trades mask variety for speed (a window costs ~1/``reuse`` of an exact draw). The bands of
-    one sample always come from different tori. The window's share of hidden ocean is then checked like an
-    exact draw: within ``FRACTION_TOLERANCE`` it is kept, too many hidden -> another window, too few -> the
-    exact finishing step. Not for fixed (validation/evaluation) masks: use :func:`make_band_masks`.
+    probability ``fraction``); a window of it at a random offset, in one of four orientations (as is,
+    transposed, each upside down), is one band's mask. A torus serves ``reuse * torus_area / patch_area``
+    windows before it is redrawn, so each of its pixels is used about ``reuse`` times, in different places
+    and orientations, paired with different data: ``reuse`` trades mask variety for speed (a window costs
+    ~1/``reuse`` of an exact draw). The bands of one sample always come from different tori. A window whose
+    share of hidden ocean is not within ``FRACTION_TOLERANCE`` of the target is replaced by another (the
+    tolerance keeps ~96 % of 128x128 windows, and the choice is symmetric, so the mean share stays
+    unbiased); after 8 misses (few ocean pixels) the exact finishing step or an exact draw decides.
+    Not for fixed (validation/evaluation) masks: use :func:`make_band_masks`.
     """
 
     def __init__(
@@ -364,10 +367,15 @@ class TorusMaskPool:
             return 0
         return round(math.log1p(-self.fraction) / math.log1p(-self.torus.p_cover))
 
-    def _draw_torus(self) -> np.ndarray:
-        """A hidden map of the torus, stored wrap-padded so that every window is a plain slice."""
+    def _draw_torus(self) -> tuple[np.ndarray, np.ndarray]:
+        """A hidden map of the torus and its transpose, wrap-padded so that every window is a plain slice.
+
+        Windows read from the transposed copy (and flipped upside down, a cheap view) give four
+        orientations without the slow strided reads of a transposed or left-right flipped view.
+        """
         hidden = self.torus.paint([self.rng], [self.n_rect])[0]
-        return np.pad(hidden, ((0, self.height), (0, self.width)), mode="wrap")
+        pad = ((0, self.height), (0, self.width))
+        return np.pad(hidden, pad, mode="wrap"), np.pad(np.ascontiguousarray(hidden.T), pad, mode="wrap")
 
     def masks(self, land_mask: np.ndarray) -> np.ndarray:
         """``valid`` (C, H, W) bool for the bands of one sample (independent windows, distinct tori)."""
@@ -386,8 +394,7 @@ class TorusMaskPool:
         return valid
 
     def _band_mask(self, ocean: np.ndarray, torus: int, valid: np.ndarray) -> None:
-        """Windows of one torus until one hides a share within the tolerance (~96 % of first tries at
-        128 x 128); then, rarely, the exact finishing step or an exact draw."""
+        """Windows of one torus until one hides a share within the tolerance; else finish or draw exactly."""
         n_ocean = np.count_nonzero(ocean)
         target = round(self.fraction * n_ocean)
         tolerance = math.floor(FRACTION_TOLERANCE * n_ocean)
@@ -412,17 +419,6 @@ class TorusMaskPool:
         bits = int(self.rng.bit_generator.random_raw())
         oy = ((bits & 0xFFFF) * self.torus.height) >> 16
         ox = (((bits >> 16) & 0xFFFF) * self.torus.width) >> 16
-        window = self.tori[torus][oy : oy + self.height, ox : ox + self.width]
-        return _orient(window, (bits >> 32) & 7)
-
-
-def _orient(window: np.ndarray, code: int) -> np.ndarray:
-    """One of the 8 rot90/flip orientations (a view): bit 2 transposes, bit 1 flips rows, bit 0 columns.
-
-    Non-square windows are never transposed (the shape must stay).
-    """
-    if code & 4 and window.shape[0] == window.shape[1]:
-        window = window.T
-    if code & 2:
-        window = window[::-1]
-    return window[:, ::-1] if code & 1 else window
+        transposed = (bits >> 32) & 1 and self.height == self.width
+        window = self.tori[torus][int(transposed)][oy : oy + self.height, ox : ox + self.width]
+        return window[::-1] if (bits >> 33) & 1 else window

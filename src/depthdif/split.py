@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from depthdif.atomic import atomic_to_csv
+from depthdif.atomic import atomic_to_csv, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def split_index(config: dict, index_csv: Path, out_csv: Path | None = None) -> P
     index_csv = Path(index_csv)
     out_csv = Path(out_csv) if out_csv is not None else index_csv.parent / SPLIT_NAME
     split_cfg = config["split"]
+    remove_stale_temps(out_csv.parent)
     frame = _read_index(index_csv)
     y0 = frame["y0"].astype(int).to_numpy()
     x0 = frame["x0"].astype(int).to_numpy()
@@ -155,6 +156,12 @@ def _read_index(index_csv: Path) -> pd.DataFrame:
         raise SplitError(f"patch index {index_csv} lacks column(s) {missing}; rerun the export stage")
     if frame.empty:
         raise SplitError(f"patch index {index_csv} has no rows; rerun the export stage")
+    duplicated = sorted(set(frame.loc[frame["sample_id"].duplicated(), "sample_id"]))
+    if duplicated:
+        raise SplitError(
+            f"patch index {index_csv} lists sample_id(s) {duplicated[:5]} more than once; a patch must appear "
+            "once (rerun the export stage rather than editing the index)"
+        )
     return frame
 
 

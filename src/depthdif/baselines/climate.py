@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from depthdif.paths import resolve_inside
+
 from ._common import BaselineUnavailable, as_ocean_mask, finish, gather_observations
 
 logger = logging.getLogger(__name__)
@@ -102,7 +104,7 @@ def load_history(rows: pd.DataFrame, band: int, patches_dir: str | Path) -> np.n
         return np.empty((0, 0, 0))
     fields = []
     for relative in rows["y_npy_path"]:
-        path = Path(patches_dir) / relative
+        path = resolve_inside(patches_dir, relative, "climatology history")
         try:
             fields.append(np.load(path, mmap_mode="r")[band])
         except FileNotFoundError as err:
