@@ -124,14 +124,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per method")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--accelerator", default=None, help="override train.accelerator (cpu, gpu)")
+    parser.add_argument("--num-workers", type=int, default=None, help="override loader.num_workers")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
-    from depthdif.config import load_config  # here: gpu_check.sh imports this file where jsonschema is missing
+    from depthdif.config import (
+        load_config,  # here: gpu_check.sh imports this file where jsonschema is missing
+    )
 
     config = load_config(args.config)
     if args.accelerator:
         config["train"]["accelerator"] = args.accelerator
+    if args.num_workers is not None:
+        config["loader"]["num_workers"] = args.num_workers
     torch.set_num_threads(int(config["train"]["threads"]))
     device = torch.device("cuda" if config["train"]["accelerator"] in ("gpu", "cuda") else "cpu")
 
@@ -152,6 +157,7 @@ def main() -> None:
         emit("patch_size", int(batches[0]["y"].shape[-1]), "px")
         emit("train_patches", len(datamodule.train_set), "patches")
         emit("threads", torch.get_num_threads(), "threads")
+        emit("loader_workers", config["loader"]["num_workers"], "processes")
         bare_first = bare_rate(config, args.variant, batches, args.steps, args.warmup, device)
         fit = lightning_rate(config, args.variant, datamodule, args.steps, args.warmup, Path(tmp) / "run")
         bare_second = bare_rate(config, args.variant, batches, args.steps, args.warmup, device)

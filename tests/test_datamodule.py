@@ -106,3 +106,29 @@ def test_loader_options(index_csv, tmp_path):
     assert len(next(iter(train))["y"]) == 5
     single = DepthDifDataModule(config_with(tmp_path, loader={"num_workers": 0, "persistent_workers": True}))
     assert single.val_dataloader().num_workers == 0  # options that need workers are left out
+
+
+def test_training_batches_are_turned_on_the_device_hook_only(index_csv, tmp_path):
+    from types import SimpleNamespace
+
+    dm = DepthDifDataModule(config_with(tmp_path, loader={"batch_size": 16}), variant="eo_4band")
+    dm.setup("fit")
+    assert not dm.train_set.transform  # the loader does not turn patches: the hook does
+    batch = next(iter(dm.val_dataloader()))
+    original = {k: v.clone() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+    dm.trainer = SimpleNamespace(training=False)  # validation: untouched
+    out = dm.on_after_batch_transfer({k: v.clone() for k, v in original.items()}, 0)
+    assert all(torch.equal(out[k], original[k]) for k in original)
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    out = dm.on_after_batch_transfer({k: v.clone() for k, v in original.items()}, 0)
+    assert not torch.equal(out["y"], original["y"])
+    # the same turn for data and masks: y where observed is x, and nothing is observed on land
+    assert torch.equal(out["x"], out["y"] * out["valid_mask"])
+    assert not (out["valid_mask"] * (1 - out["land_mask"])).any()
+    assert torch.equal(out["coords"], original["coords"])
+    config = config_with(tmp_path, enable_transform=False)
+    off = DepthDifDataModule(config, variant="eo_4band")
+    off.trainer = SimpleNamespace(training=True)
+    out = off.on_after_batch_transfer({k: v.clone() for k, v in original.items()}, 0)
+    assert torch.equal(out["y"], original["y"])

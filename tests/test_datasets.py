@@ -15,6 +15,7 @@ from depthdif.datasets import (
     PatchFileError,
     PatchIndexError,
     _NpyReader,
+    augment_batch,
     collate,
     load_patch,
     lon_midpoint,
@@ -367,3 +368,26 @@ def test_first_guess_with_the_real_baseline(index_csv, tmp_path):
     hidden = land & (sample["valid_mask"].numpy() == 0)
     y = sample["y"].numpy()
     assert np.abs(guess - y)[hidden].mean() < np.abs(y)[hidden].mean()
+
+
+def test_augment_batch_turns_every_sample_consistently(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", first_guess=True, return_info=True)
+    ds = PatchDataset(index_csv, config, "val")
+    batch = collate(ds.__getitems__(list(range(len(ds)))))
+    original = {key: value.clone() for key, value in batch.items() if isinstance(value, torch.Tensor)}
+    seen = set()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(6):
+        turned = augment_batch({k: v.clone() for k, v in original.items()}, generator)
+        for k in range(len(ds)):
+            options = dihedral_images(original["y"][k].numpy())
+            code = [i for i, im in enumerate(options) if np.array_equal(im, turned["y"][k].numpy())]
+            assert len(code) == 1
+            for key in ("x", "valid_mask", "land_mask", "eo", "first_guess"):
+                expected = dihedral_images(original[key][k].numpy())[code[0]]
+                np.testing.assert_array_equal(turned[key][k].numpy(), expected)
+            seen.add(code[0])
+        assert torch.equal(turned["coords"], original["coords"]) and torch.equal(
+            turned["date"], original["date"]
+        )
+    assert len(seen) == 8

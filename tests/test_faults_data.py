@@ -245,11 +245,6 @@ def _duplicate_first_train_row(csv: Path) -> str:
     return str(first["sample_id"].iloc[0])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datasets.PatchDataset does not check that sample_id is unique (a duplicated row is trained on "
-    "twice and gets the same fixed val mask); fix: refuse duplicates in datasets.check_index_columns/_select",
-)
 def test_duplicated_sample_id_in_the_split_index_is_refused_by_the_dataset(split_csv, tmp_path):
     duplicated = _duplicate_first_train_row(split_csv)
     with pytest.raises(PatchIndexError, match=duplicated):

@@ -10,7 +10,6 @@ import xarray as xr
 
 from depthdif import cli
 from depthdif.config import load_config
-from depthdif.inference import circular_mean_lon
 from depthdif.models.module import DepthDifModule, model_settings, num_target_bands, save_model
 from depthdif.reconstruct import ReconstructionError, reconstruct_file
 
@@ -100,8 +99,3 @@ def test_cli_reconstruct(tmp_path):
     assert code == 0
     assert out.is_file()
     assert cli.main(["reconstruct", str(checkpoint), str(tmp_path / "missing.nc"), str(out)]) != 0
-
-
-def test_dateline_midpoint():
-    assert circular_mean_lon(170.0, -170.0) == pytest.approx(180.0)
-    assert circular_mean_lon(-10.0, 10.0) == pytest.approx(0.0, abs=1e-9)

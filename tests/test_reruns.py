@@ -28,10 +28,12 @@ CHANGES = [
     ({"source": {"months": [1]}}, {"download", "export", "split"}),
     ({"dataset": {"mask_fraction": 0.5}}, set()),  # only the model stages read it: see the slow test
 ]
-# (config change, rules a dry run of the whole DAG plans once everything has run)
+TRAIN_RULES = {"train_temp_v1", "train_eo_4band"}
+# (config change, rules a dry run of the whole DAG must plan, rules it must not) once everything has run.
+# Not an exact set: later evaluation rules that read the same sections rerun too, and that is right.
 MODEL_CHANGES = [
-    ({"dataset": {"mask_fraction": 0.5}}, MODEL_RULES),
-    ({"evaluate": {"ensemble_size": 3}}, {"evaluate_temp_v1", "evaluate_eo_4band"}),
+    ({"dataset": {"mask_fraction": 0.5}}, MODEL_RULES, DATA_RULES),
+    ({"evaluate": {"ensemble_size": 3}}, MODEL_RULES - TRAIN_RULES, DATA_RULES | TRAIN_RULES),
 ]
 
 
@@ -60,12 +62,15 @@ def snakemake(workdir: Path, *args: str, change: dict | None = None, timeout: in
 
 
 def planned_rules(dry_run_output: str) -> set[str]:
-    """Rules listed in the first 'Job stats' table of a dry run (empty when there is nothing to do)."""
+    """Rules listed in the first 'Job stats' table of a dry run (empty when there is nothing to do).
+
+    The target pseudo-rule ``all`` (no outputs, listed whenever anything below it runs) is left out.
+    """
     if NOTHING_TO_DO in dry_run_output:
         return set()
     table = re.search(r"Job stats:\njob\s+count\n[-\s]+\n(.*?)\ntotal\s+\d+", dry_run_output, re.DOTALL)
     assert table, f"no 'Job stats' table in the dry run:\n{dry_run_output[-3000:]}"
-    return {line.split()[0] for line in table.group(1).splitlines()}
+    return {line.split()[0] for line in table.group(1).splitlines()} - {"all"}
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +98,10 @@ def test_mtime_trigger_alone_ignores_config_changes(data_built):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("change", "expected"), MODEL_CHANGES, ids=change_id)
-def test_whole_dag_reruns_only_model_stages(tmp_path, change, expected):
+@pytest.mark.parametrize(("change", "rerun", "kept"), MODEL_CHANGES, ids=change_id)
+def test_whole_dag_reruns_only_model_stages(tmp_path, change, rerun, kept):
     snakemake(tmp_path, "all", timeout=1200)
     assert NOTHING_TO_DO in snakemake(tmp_path, "-n", "all")
     planned = planned_rules(snakemake(tmp_path, "-n", "all", change=change))
-    assert planned == expected
-    assert not planned & DATA_RULES
+    assert rerun <= planned
+    assert not planned & kept

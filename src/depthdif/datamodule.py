@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from depthdif.datasets import PatchDataset, PatchIndexError, check_index_columns, collate, read_index
+from depthdif.datasets import (
+    PatchDataset,
+    PatchIndexError,
+    augment_batch,
+    check_index_columns,
+    collate,
+    read_index,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +103,8 @@ class DepthDifDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         frame = self.load_index()
-        self.train_set = PatchDataset(frame, self.config, "train", self.variant)
+        # rot90/flip happen in on_after_batch_transfer, on the training device, not in the loader
+        self.train_set = PatchDataset(frame, self.config, "train", self.variant, augment=False)
         self.val_set = PatchDataset(frame, self.config, "val", self.variant)
         logger.info(
             "%s: %d train and %d val patches from %s (split.mode %s)",
@@ -121,6 +129,17 @@ class DepthDifDataModule(pl.LightningDataModule):
             if loader["prefetch_factor"] is not None:
                 options["prefetch_factor"] = int(loader["prefetch_factor"])
         return options
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Training batches get their random rot90/flip here, on the device (``dataset.enable_transform``).
+
+        The turn is the slowest step of building a sample on a CPU (a strided copy of every band) and
+        nearly free on a GPU; validation, testing and prediction batches are never turned.
+        """
+        trainer = self.trainer
+        if self.config["dataset"]["enable_transform"] and trainer is not None and trainer.training:
+            batch = augment_batch(batch)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

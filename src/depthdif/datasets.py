@@ -19,10 +19,15 @@ the EO/surface condition, channels 1..num_channels-1 are the targets. The loss/s
 ocean, ``(1 - valid_mask) * land_mask``.
 
 The train split draws fresh masks (from a :class:`~depthdif.masking.TorusMaskPool`, or exactly per sample when
-``dataset.train_mask_reuse`` is 0), degrades the EO band and applies a random rot90/flip; any other split is
-deterministic: the mask of band k of a sample comes from ``mask_rng(seed, sample_key(sample_id), channel)``
-(channel = export channel, so the same sample and depth get the same mask in both variants), with no
-degradation and no augmentation, so a validation score means the same thing every epoch.
+``dataset.train_mask_reuse`` is 0), degrades the EO band and turns each sample by a random rot90/flip (here,
+or, in the DataModule, on the training device with :func:`augment_batch`). Any other split is deterministic:
+the mask of band k of a sample comes from ``mask_rng(seed, sample_key(sample_id), channel)`` (channel = export
+channel, so the same sample and depth get the same mask in both variants), with no degradation and no
+augmentation, so a validation score means the same thing every epoch.
+
+Speed (bench/loader.py): a DataLoader calls ``__getitems__`` with a batch's indices; the batch is built sample
+by sample straight into one allocation (no second copy by the collate function), patches are read with one
+``readv`` each, and every step is a handful of whole-array numpy calls.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from torch.utils.data import Dataset, default_collate
 from depthdif.glorys import date_of_file
 from depthdif.masking import TorusMaskPool, make_band_masks, mask_rng, sample_key
 from depthdif.normalization import temperature_normalize
+from depthdif.paths import PathEscapeError, resolve_inside
 
 logger = logging.getLogger(__name__)
 
@@ -132,14 +138,23 @@ def check_index_columns(frame: pd.DataFrame, required: tuple[str, ...] = INDEX_C
 
 def resolve_patch_path(index_dir: str | Path, relative: str, row: Any) -> str:
     """Absolute path of a patch; refuse a ``y_npy_path`` that points outside the index folder."""
-    root = os.path.normpath(os.path.abspath(index_dir))
-    path = os.path.normpath(os.path.join(root, str(relative)))
-    if os.path.commonpath([root, path]) != root:
+    try:
+        return str(resolve_inside(index_dir, relative, f"row {row}: y_npy_path"))
+    except PathEscapeError:
         raise PatchFileError(
-            f"row {row}: y_npy_path '{relative}' points outside the index folder {root}; paths in the index "
+            f"row {row}: y_npy_path '{relative}' points outside the index folder {index_dir}; paths in the index "
             "must be relative to the CSV's folder (re-run the export)."
+        ) from None
+
+
+def check_unique_ids(frame: pd.DataFrame) -> None:
+    """A duplicated sample_id would be trained on twice and share one fixed val mask."""
+    duplicated = sorted(set(frame.loc[frame["sample_id"].duplicated(), "sample_id"].astype(str)))
+    if duplicated:
+        raise PatchIndexError(
+            f"patch index {frame.attrs.get('origin', '<DataFrame>')} lists sample_id(s) {duplicated[:5]} more "
+            "than once; re-run the export/split stages instead of editing the index."
         )
-    return path
 
 
 def sample_date(source_file: str) -> int:
@@ -213,6 +228,8 @@ class _NpyReader:
 
     def __init__(self) -> None:
         self._headers: dict[tuple[int, ...], bytes] = {}
+        self._heads: dict[int, bytearray] = {}
+        self._spare = bytearray(1)  # a byte past the expected end: a longer file is noticed
 
     def _header(self, shape: tuple[int, ...]) -> bytes:
         if shape not in self._headers:
@@ -224,7 +241,9 @@ class _NpyReader:
     def read_into(self, path: str, shape: tuple[int, int, int], name: str, out: np.ndarray) -> None:
         """Fill ``out`` (float32, C-contiguous, ``shape``) with the patch at ``path``."""
         header = self._header(shape)
-        head, spare = bytearray(len(header)), bytearray(1)  # a spare byte: a longer file is noticed
+        head = self._heads.get(len(header))
+        if head is None:
+            head = self._heads[len(header)] = bytearray(len(header))
         n_read = -1
         if hasattr(os, "readv"):
             try:
@@ -233,7 +252,7 @@ class _NpyReader:
                 descriptor = None  # np.load below raises the error that names the row
             if descriptor is not None:
                 try:
-                    n_read = os.readv(descriptor, [head, memoryview(out).cast("B"), spare])
+                    n_read = os.readv(descriptor, [head, memoryview(out).cast("B"), self._spare])
                 finally:
                     os.close(descriptor)
         if n_read != len(header) + out.nbytes or head != header:
@@ -247,7 +266,8 @@ class PatchDataset(Dataset):
     ``index``: the split CSV, or a DataFrame (its ``attrs['index_dir']``, else ``{data_dir}/patches``, is the
     folder ``y_npy_path`` is relative to). ``split``: a value of the ``split`` column, or ``"all"``; only
     ``"train"`` draws fresh masks and degrades/augments. ``mask_fraction`` and ``seed`` override
-    ``dataset.mask_fraction`` and ``seed`` (the evaluation stage scores several fractions).
+    ``dataset.mask_fraction`` and ``seed`` (the evaluation stage scores several fractions). ``augment``
+    (train only) overrides ``dataset.enable_transform`` for the rot90/flip done here; see :func:`augment_batch`.
     """
 
     def __init__(
@@ -258,6 +278,7 @@ class PatchDataset(Dataset):
         variant: str | None = None,
         mask_fraction: float | None = None,
         seed: int | None = None,
+        augment: bool | None = None,
     ):
         options = config["dataset"]
         self.variant = variant or options["dataset_variant"]
@@ -271,7 +292,9 @@ class PatchDataset(Dataset):
         self.seed = int(config["seed"] if seed is None else seed)
         self.side_min, self.side_max = int(options["mask_patch_min"]), int(options["mask_patch_max"])
         self.fill_value = options["fill_value"]
-        self.transform = self.train and options["enable_transform"]
+        # rot90/flip here, on the CPU; the DataModule passes augment=False and turns whole batches on the
+        # training device instead (augment_batch), which takes the slowest step off the loader
+        self.transform = self.train and (options["enable_transform"] if augment is None else augment)
         self.eo_offset = self.train and options["eo_random_offset"]
         self.eo_speckle = self.train and options["eo_speckle"]
         self.eo_dropout = float(options["eo_dropout_prob"]) if self.train else 0.0
@@ -288,6 +311,7 @@ class PatchDataset(Dataset):
         self._rng_owner: tuple[int, int] | None = None
         self._pools: dict[tuple[int, int], TorusMaskPool] = {}
         self._speckle_bank: _SpeckleBank | None = None
+        self._scratch: dict[tuple[int, int, int], np.ndarray] = {}  # the raw patch being processed
 
     # ----- set-up
     def _select(self, index, config: dict, split: str) -> pd.DataFrame:
@@ -300,6 +324,7 @@ class PatchDataset(Dataset):
         self.index_dir = frame.attrs.get("index_dir")
         required = INDEX_COLUMNS + (("split",) if split != "all" else ())
         check_index_columns(frame, required)
+        check_unique_ids(frame)
         if split != "all":
             known = sorted(set(frame["split"].astype(str)))
             if split not in known:
@@ -396,49 +421,62 @@ class PatchDataset(Dataset):
         return _Samples(self._batch(items, infos), infos=infos)
 
     def _batch(self, items: list[int], infos: list[dict[str, Any]] | None) -> dict[str, Any]:
+        """The collated batch of ``items``. Sample by sample (so that a patch's intermediate arrays stay in
+        the CPU cache, which whole-batch passes over several MB do not), written straight into the batch."""
         n, (n_channels, height, width) = len(items), self.shapes[items[0]]
-        raw = np.empty((n, n_channels, height, width), dtype=np.float32)
-        for k, item in enumerate(items):
-            self._reader.read_into(self.paths[item], self.shapes[item], self.row_names[item], raw[k])
-        if self.fill_value is not None:  # from here on NaN is the one no-data marker
-            raw[raw == np.float32(self.fill_value)] = np.nan
-        rng = self._train_rng() if self.train else None
         eo_variant = self.variant == "eo_4band"
-        if eo_variant:
-            channels = range(1, n_channels)
-            available = self._degrade_eo(raw[:, 0], rng) if self.train else np.ones(n, dtype=np.float32)
-        else:
-            channels = range(self.temp_v1_band, self.temp_v1_band + 1)
-        codes = rng.integers(8, size=n) if self.transform else np.zeros(n, dtype=np.int64)
+        channels = range(1, n_channels) if eo_variant else range(self.temp_v1_band, self.temp_v1_band + 1)
         targets = slice(channels.start, channels.stop)
+        rng = self._train_rng() if self.train else None
+        codes = rng.integers(8, size=n) if self.transform else np.zeros(n, dtype=np.int64)
+        available = np.ones(n, dtype=np.float32)
+        if eo_variant and self.train and self.eo_dropout:
+            available = (rng.random(n) >= self.eo_dropout).astype(np.float32)
 
-        y = _normalized(raw[:, targets], codes)
-        land = np.isfinite(y)
-        np.copyto(y, np.float32(0.0), where=~land)
-        valid = np.empty_like(land)
+        parts = {"y": len(channels), "x": len(channels), "valid": len(channels), "land": len(channels)}
+        parts.update({"eo": 1} if eo_variant else {})
+        parts.update({"guess": len(channels)} if self.first_guess else {})
+        out = _carve(n, height, width, parts)
+        y, x, valid_f, land_f = out["y"], out["x"], out["valid"], out["land"]
+        eo, guesses = out.get("eo"), out.get("guess")
+        raw = self._scratch.get((n_channels, height, width))
+        if raw is None:
+            raw = self._scratch[(n_channels, height, width)] = np.empty(
+                (n_channels, height, width), np.float32
+            )
         for k, item in enumerate(items):
-            valid[k] = self._masks(item, land[k], channels)
-        valid_f = _as_float(valid)
+            self._reader.read_into(self.paths[item], self.shapes[item], self.row_names[item], raw)
+            if self.fill_value is not None:  # from here on NaN is the one no-data marker
+                raw[raw == np.float32(self.fill_value)] = np.nan
+            code = int(codes[k])
+            land = _normalize_into(raw[targets], code, y[k])
+            valid = self._masks(item, land, channels)
+            np.copyto(valid_f[k], valid.view(np.uint8))
+            np.copyto(land_f[k], land.view(np.uint8))
+            np.multiply(y[k], valid_f[k], out=x[k])
+            eo_field = None
+            if eo_variant:
+                if not available[k]:
+                    eo[k] = 0.0  # dropout: no EO at all, flagged by eo_available
+                else:
+                    if self.train:
+                        self._degrade_eo(raw[0], rng)
+                    _normalize_into(raw[0:1], code, eo[k])
+                    eo_field = eo[k, 0]
+            if guesses is not None:
+                guesses[k] = self._first_guess(x[k], valid, land, eo_field)
+
         batch: dict[str, Any] = {
             "y": torch.from_numpy(y),
-            "x": torch.from_numpy(y * valid_f),
+            "x": torch.from_numpy(x),
             "valid_mask": torch.from_numpy(valid_f),
-            "land_mask": torch.from_numpy(_as_float(land)),
+            "land_mask": torch.from_numpy(land_f),
         }
-        eo = None
         if eo_variant:
-            eo = _normalized(raw[:, 0:1], codes)
-            np.copyto(eo, np.float32(0.0), where=~np.isfinite(eo))
-            eo *= available[:, None, None, None]  # dropout: no EO at all, flagged below
             batch["eo"] = torch.from_numpy(eo)
             batch["eo_available"] = torch.from_numpy(available[:, None])
-        if self.first_guess:
-            batch["first_guess"] = torch.from_numpy(
-                np.stack([
-                    self._first_guess(y[k] * valid_f[k], valid[k], land[k], eo[k, 0] if eo is not None and available[k] else None)
-                    for k in range(n)
-                ])
-            )  # fmt: skip
+        if guesses is not None:
+            batch["first_guess"] = torch.from_numpy(guesses)
         batch["date"] = torch.from_numpy(self.dates[items])
         if self.return_coords:
             batch["coords"] = torch.from_numpy(self.coords[items])
@@ -457,23 +495,20 @@ class PatchDataset(Dataset):
             "row": int(label) if isinstance(label, int | np.integer) else str(label),
         }
 
-    def _degrade_eo(self, eo_celsius: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Make training EO bands (N, H, W) look like a satellite product, in place, in °C.
+    def _degrade_eo(self, eo_celsius: np.ndarray, rng: np.random.Generator) -> None:
+        """Make a training EO band (H, W) look like a satellite product, in place, in °C.
 
-        Per sample: an offset uniform in [-2, 2] °C (a bias between sensor and model), per-pixel
-        multiplicative speckle ``1 + 0.01 N(0, 1)`` clamped to [0.9, 1.1], and dropout with
-        ``eo_dropout_prob`` (no image that day). Returns ``eo_available`` (N,) float32: 0 where dropped (the
-        caller zeroes that EO, so a dropped field is not mistaken for a 16.59 °C one). Applied to the °C
-        field, so the speckle is ~0.2 °C at 20 °C, not a noise that scales with the z-score; NaN land stays
-        NaN. Done before the rot90/flip (the same statistics; the patch is still contiguous).
+        An offset uniform in [-2, 2] °C over the patch (a bias between sensor and model) and per-pixel
+        multiplicative speckle ``1 + 0.01 N(0, 1)`` clamped to [0.9, 1.1]; dropout (no image that day,
+        ``eo_dropout_prob``) is drawn by the caller, which zeroes that EO and sets ``eo_available`` to 0 so a
+        dropped field is not mistaken for a 16.59 °C one. Applied to the °C field, so the speckle is ~0.2 °C
+        at 20 °C, not a noise that scales with the z-score; NaN land stays NaN. Done before the rot90/flip
+        (the same statistics, on the still contiguous patch).
         """
-        n = eo_celsius.shape[0]
-        available = (rng.random(n) >= self.eo_dropout).astype(np.float32)
         if self.eo_offset:
-            eo_celsius += rng.uniform(-EO_OFFSET_MAX_C, EO_OFFSET_MAX_C, size=(n, 1, 1)).astype(np.float32)
+            eo_celsius += np.float32(rng.uniform(-EO_OFFSET_MAX_C, EO_OFFSET_MAX_C))
         if self.eo_speckle:
             eo_celsius *= self._speckle(rng, eo_celsius.shape)
-        return available
 
     def _speckle(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         if self.mask_reuse <= 0:
@@ -524,27 +559,39 @@ _NORM_SCALE = np.float32(temperature_normalize(1.0) - temperature_normalize(0.0)
 _NORM_OFFSET = np.float32(temperature_normalize(0.0))
 
 
-def _normalized(celsius: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    """``temperature_normalize`` of (N, C, H, W) °C into a new C-ordered array, sample k turned by ``codes[k]``.
+def _carve(n: int, height: int, width: int, parts: dict[str, int]) -> dict[str, np.ndarray]:
+    """Contiguous (n, c, H, W) float32 arrays for ``parts`` ({name: c}), all cut from one allocation.
 
-    The same affine map as ``temperature_normalize`` as a multiply-add on float32 (equal to ~1e-7). A
-    turned sample is first copied in its new orientation (a strided copy; multiplying straight from the
-    strided view is slower), then the whole batch is scaled in two contiguous passes. NaN stays NaN.
+    One block of a batch's size (~13 MB for 16 eo_4band 128x128 samples) gets transparent huge pages from
+    numpy (it advises them from 4 MB on), so filling it costs a few page faults instead of thousands:
+    separate 3 MB arrays made batch building several times slower.
     """
-    if not codes.any():
-        out = np.multiply(celsius, _NORM_SCALE, order="C")
-    else:
-        out = np.empty(celsius.shape, dtype=np.float32)
-        for k, code in enumerate(codes):
-            np.copyto(out[k], _dihedral(celsius[k], int(code)))
-        out *= _NORM_SCALE
-    out += _NORM_OFFSET
+    plane = height * width
+    block = np.empty(n * plane * sum(parts.values()), dtype=np.float32)
+    out, start = {}, 0
+    for name, channels in parts.items():
+        size = n * channels * plane
+        out[name] = block[start : start + size].reshape(n, channels, height, width)
+        start += size
     return out
 
 
-def _as_float(mask: np.ndarray) -> np.ndarray:
-    """bool -> float32 0/1 (through a uint8 view: ~1.7x faster than ``astype`` from bool)."""
-    return mask.view(np.uint8).astype(np.float32)
+def _normalize_into(celsius: np.ndarray, code: int, out: np.ndarray) -> np.ndarray:
+    """``out`` = normalised ``celsius`` (C, H, W) turned by ``code``, land 0; returns the ocean mask (bool).
+
+    The same affine map as ``temperature_normalize`` as a multiply-add on float32 (equal to ~1e-7). A turned
+    patch is first copied in its new orientation (one strided copy; multiplying straight from the strided
+    view is slower), then scaled in contiguous passes. NaN (no data) becomes 0 and False in the mask.
+    """
+    if code:
+        np.copyto(out, _dihedral(celsius, code))
+        out *= _NORM_SCALE
+    else:
+        np.multiply(celsius, _NORM_SCALE, out=out)
+    out += _NORM_OFFSET
+    ocean = np.isfinite(out)
+    np.copyto(out, np.float32(0.0), where=~ocean)
+    return ocean
 
 
 def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
@@ -561,3 +608,39 @@ def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
     if code & 1:
         array = array[:, :, ::-1]
     return array
+
+
+AUGMENTED_KEYS = ("y", "x", "valid_mask", "land_mask", "eo", "first_guess")
+
+
+def augment_batch(batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Turn each sample of a collated batch by its own random rot90/flip, on the batch's device, in place.
+
+    The same orientation for a sample's data, observations, valid and land masks, EO and first guess (the
+    keys in ``AUGMENTED_KEYS``); ``coords`` keep the patch centre and ``date``/``info`` stay. The masks were
+    drawn before the turn, which gives the same distribution as drawing them after (the rectangle process
+    is rot90/flip-invariant). Codes mean what they mean in the dataset's own CPU augmentation.
+    """
+    y = batch["y"]
+    square = y.shape[-1] == y.shape[-2]
+    codes = torch.randint(8 if square else 4, (y.shape[0],), generator=generator)
+    for code in codes.unique().tolist():
+        if code == 0:
+            continue
+        chosen = (codes == code).nonzero().flatten().to(y.device)
+        for key in AUGMENTED_KEYS:
+            if key in batch:
+                tensor = batch[key]
+                tensor[chosen] = _dihedral_tensor(tensor[chosen], code)
+    return batch
+
+
+def _dihedral_tensor(tensor: torch.Tensor, code: int) -> torch.Tensor:
+    """:func:`_dihedral` for torch tensors (..., H, W), as a new tensor."""
+    if code & 4:
+        tensor = tensor.transpose(-1, -2)
+    if code & 2:
+        tensor = tensor.flip(-2)
+    if code & 1:
+        tensor = tensor.flip(-1)
+    return tensor.contiguous()

@@ -91,7 +91,10 @@ def select_val_rows(index: pd.DataFrame, max_patches: int, seed: int) -> pd.Data
 
 def gather_items(dataset, batch_size: int) -> EvalItems:
     """Run the val dataset once: contract batches for the model and °C arrays for the baselines."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0)
+    from depthdif.datasets import collate
+
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
+                                         collate_fn=collate)
     truths, observed, oceans, eos, ids, batches = [], [], [], [], [], []
     for batch in loader:
         ocean = batch["land_mask"].numpy() > 0

@@ -32,13 +32,6 @@ class TileInput:
     lon_centre: float
 
 
-def circular_mean_lon(lon0: float, lon1: float) -> float:
-    """Midpoint of two longitudes that is safe across the dateline (170, -170 -> 180)."""
-    angles = np.deg2rad([lon0, lon1])
-    mid = np.rad2deg(np.arctan2(np.sin(angles).mean(), np.cos(angles).mean()))
-    return float(180.0 if np.isclose(abs(mid), 180.0) else mid)
-
-
 def band_depths(settings: dict) -> list[float]:
     """Depths (m) of the exported channels a checkpoint was trained on."""
     export = settings["export"]

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from depthdif import __version__
 from depthdif.atomic import atomic_path
-from depthdif.inference import TileInput, build_batch, circular_mean_lon, sample_celsius, target_depths
+from depthdif.datasets import lon_midpoint
+from depthdif.inference import TileInput, build_batch, sample_celsius, target_depths
 from depthdif.stitching import stitch
 from depthdif.tiling import tile_origins
 
@@ -81,7 +82,7 @@ def _tile(grid: GridObservations, y0: int, x0: int, size: int) -> TileInput:
         eo=None if grid.eo is None else grid.eo[window[1:]],
         date=grid.date,
         lat_centre=float((lat[0] + lat[-1]) / 2),
-        lon_centre=circular_mean_lon(float(lon[0]), float(lon[-1])),
+        lon_centre=lon_midpoint(float(lon[0]), float(lon[-1])),
     )
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 
 from depthdif.atomic import atomic_to_csv
@@ -37,15 +37,36 @@ MODEL_FILE = "model.ckpt"
 LAST_CKPT = "last.ckpt"
 
 
-class DepthDifEMA(EMAWeightAveraging):
-    """Lightning's EMA callback (validation runs on the EMA weights; checkpoints hold both sets), except
-    that the raw weights stay in the module when fit ends.
+def warmup_ema(decay: float):
+    """EMA update with the usual warm-up: the decay after n updates is min(decay, (1 + n) / (10 + n)).
 
-    Why: the parent copies the average over the raw weights in ``on_train_end``, and ModelCheckpoint then
-    writes that into last.ckpt as the *raw* state, so a run resumed with a larger train.max_steps would
-    continue from the EMA instead of the optimiser's weights. ``run_training`` reads the average from
-    :meth:`averaged_state_dict` instead.
+    Why not Lightning's EMAWeightAveraging with its fixed decay: on the default CPU run (a few hundred
+    steps) the fixed 0.995 average still carried the first, untrained weights; at step 200 its val/loss
+    was 0.056 against 0.0085 for the raw weights and its DDIM RMSE 3.0 °C against 1.2 °C. With the
+    warm-up the average follows the fast early progress and only smooths later.
     """
+
+    def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
+        n = num_averaged.to(averaged.dtype)  # a tensor: no GPU sync per parameter
+        rate = torch.clamp((1 + n) / (10 + n), max=decay)
+        return averaged * rate + current * (1 - rate)
+
+    return average
+
+
+class DepthDifEMA(WeightAveraging):
+    """Lightning's weight-averaging callback (the machinery of its EMAWeightAveraging: validation runs on
+    the average, checkpoints hold both sets, resume restores both) with :func:`warmup_ema`, and with the
+    raw weights left in the module when fit ends.
+
+    Why the last point: the parent copies the average over the raw weights in ``on_train_end``, and
+    ModelCheckpoint then writes that into last.ckpt as the *raw* state, so a run resumed with a larger
+    train.max_steps would continue from the average instead of the optimiser's weights.
+    ``run_training`` reads the average from :meth:`averaged_state_dict` instead.
+    """
+
+    def __init__(self, decay: float):
+        super().__init__(use_buffers=True, avg_fn=warmup_ema(decay))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         pass

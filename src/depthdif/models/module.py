@@ -4,6 +4,16 @@ One module serves both variants. The network input is the stack, per the batch c
     noisy target (C) | x (C) | valid_mask (C) | land_mask (C) [| eo (1) | eo_available (1)] [| first_guess (C)]
 where C is the number of target bands; masks stay per band (the system this re-creates collapsed them
 into one channel). The loss and every score count hidden ocean pixels ``(1 - valid_mask) * land_mask``.
+
+Working units. Batches arrive as z-scores of Kelvin (std 10.9 K over the globe), but inside a patch the
+field varies by ~1 °C, i.e. ~0.1 z: next to unit noise that detail is invisible at almost every noise
+level, and a network trained from scratch must first learn to average sparse pixels. So, with
+``model.center_on_observations`` (default), the model works on the anomaly from each patch's and band's
+mean of observed pixels, in units of ``model.anomaly_scale_c`` °C: the target, the observations, the
+first guess and the EO band are shifted and scaled; samples are shifted back. The zero-initialised
+network then starts as "mean fill" and only has to learn the spatial structure (measured on the default
+synthetic config: val RMSE at step 200 went from 3.0/1.19 °C EMA/raw, above mean fill's 0.83 °C, to below
+it). The batch contract is unchanged: this happens inside the module.
 """
 
 from __future__ import annotations
@@ -135,6 +145,29 @@ class DepthDifModule(pl.LightningModule):
             log.info("compiling the network with torch.compile")
             self.net.compile()
 
+    def to_working_units(self, batch: Mapping) -> tuple[dict, torch.Tensor, float]:
+        """(batch in working units, per-patch/band offset (B,C,1,1) in z, scale z -> working units).
+
+        See the module docstring. Masks, dates and coords pass through unchanged.
+        """
+        x = _require(batch, "x", "observations")
+        if not self.model_config.get("center_on_observations", True):
+            return dict(batch), torch.zeros_like(x[:, :, :1, :1]), 1.0
+        scale = float(temperature_error_to_celsius(1.0) / self.model_config.get("anomaly_scale_c", 1.0))
+        valid, land = _require(batch, "valid_mask", "per-band mask"), _require(batch, "land_mask", "ocean mask")
+        offset = observed_mean(x, valid * land)
+        work = dict(batch)
+        work["x"] = (x - offset) * valid * scale
+        if "y" in batch:
+            work["y"] = (batch["y"] - offset) * land * scale
+        if self.first_guess and "first_guess" in batch:
+            work["first_guess"] = (batch["first_guess"] - offset) * land * scale
+        if self.variant == "eo_4band" and "eo" in batch:
+            eo = batch["eo"]
+            eo_ocean = (eo != 0).to(eo.dtype)  # 0 marks land and dropped EO in the contract
+            work["eo"] = (eo - observed_mean(eo, eo_ocean)) * eo_ocean * scale
+        return work, offset, scale
+
     def network_input(self, batch: Mapping, noisy: torch.Tensor) -> torch.Tensor:
         """Stack the noisy target with the conditions of the contract, in a fixed order."""
         parts = [noisy, _require(batch, "x", "observations"), _require(batch, "valid_mask", "per-band mask"),
@@ -165,8 +198,10 @@ class DepthDifModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- training
     def diffusion_loss(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Masked MSE of one random noise level per sample (the training objective)."""
-        y = _require(batch, "y", "clean target")
+        """Masked MSE of one random noise level per sample (the training objective), in working units."""
+        _require(batch, "y", "clean target")
+        batch, _, _ = self.to_working_units(batch)
+        y = batch["y"]
         land = batch["land_mask"]
         timesteps = self.diffusion.sample_timesteps(y.shape[0], torch.device("cpu"), generator).to(y.device)
         noise = randn_tensor(y.shape, generator=generator, device=y.device, dtype=y.dtype)
@@ -177,7 +212,7 @@ class DepthDifModule(pl.LightningModule):
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
         loss = self.diffusion_loss(batch)
-        if torch.isfinite(loss) and self._trainer is not None:
+        if self._trainer is not None:  # logged even when NaN: a skipped step should show in metrics.csv
             self.log("train/loss", loss, prog_bar=True, batch_size=batch["y"].shape[0])
         # A NaN loss is still returned: its backward gives NaN gradients on every DDP rank alike, and
         # on_before_optimizer_step then skips the update everywhere (returning None on one rank would hang DDP).
@@ -284,24 +319,28 @@ class DepthDifModule(pl.LightningModule):
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler {sampler!r} is unknown; use one of {list(SAMPLERS)}.")
-        y_like = _require(batch, "x", "observations")
-        size = y_like.shape[0]
+        x = _require(batch, "x", "observations")
+        size = x.shape[0]
         repeated = repeat_batch(batch, int(num_samples))
-        scheduler = make_sampler(sampler, self.model_config, steps, device=y_like.device)
+        work, offset, scale = self.to_working_units(repeated)
+        scheduler = make_sampler(sampler, self.model_config, steps, device=x.device)
         if replace_observed is None:
             replace_observed = bool(self.model_config["replace_observed"])
-        out = sample_loop(
-            lambda noisy, t: self.denoise(repeated, noisy, t),
+        anomaly = sample_loop(
+            lambda noisy, t: self.denoise(work, noisy, t),
             scheduler,
-            tuple(repeated["x"].shape),
-            observed=repeated["x"],
-            observed_mask=repeated["valid_mask"],
-            land_mask=repeated["land_mask"],
+            tuple(work["x"].shape),
+            observed=work["x"],
+            observed_mask=work["valid_mask"],
+            land_mask=work["land_mask"],
             replace_observed=replace_observed,
             eta=eta,
             generator=generator,
-            device=y_like.device,
+            device=x.device,
         )
+        # back to normalised units; observations merged exactly there (no round trip through the scale)
+        out = offset + anomaly / scale
+        out = (repeated["valid_mask"] * repeated["x"] + (1 - repeated["valid_mask"]) * out) * repeated["land_mask"]
         return out.reshape(size, int(num_samples), *out.shape[1:])
 
 
@@ -329,11 +368,15 @@ def slice_batch(batch: Mapping, count: int) -> dict:
     return {k: v[:count] if torch.is_tensor(v) and v.ndim > 0 else v for k, v in batch.items()}
 
 
+def observed_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(B, C, 1, 1) mean of ``values`` where ``weight`` is 1, per sample and band; 0 where there is none."""
+    total = (values * weight).sum((2, 3), keepdim=True)
+    return total / weight.sum((2, 3), keepdim=True).clamp_min(1.0)
+
+
 def mean_fill(batch: Mapping) -> torch.Tensor:
     """Trivial baseline: each band of each patch filled with the mean of its observed pixels (0 if none)."""
-    observed = batch["valid_mask"] * batch["land_mask"]
-    total = (batch["x"] * observed).sum((2, 3), keepdim=True)
-    mean = total / observed.sum((2, 3), keepdim=True).clamp_min(1.0)
+    mean = observed_mean(batch["x"], batch["valid_mask"] * batch["land_mask"])
     return mean.expand_as(batch["x"]) * batch["land_mask"]
 
 
@@ -404,7 +447,7 @@ def load_model(
 
 
 _NETWORK_KEYS = ("dim", "dim_mults", "blocks_per_level", "expansion", "film_coords", "film_day_of_year",
-                 "timesteps", "beta_schedule", "parameterization")
+                 "timesteps", "beta_schedule", "parameterization", "center_on_observations", "anomaly_scale_c")
 
 
 def _check_compatible(path: Path, saved: Mapping, wanted: Mapping, num_bands: int, config: Mapping) -> None:
