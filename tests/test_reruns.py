@@ -97,11 +97,22 @@ def test_mtime_trigger_alone_ignores_config_changes(data_built):
     assert NOTHING_TO_DO in output
 
 
+@pytest.fixture(scope="module")
+def dag_built(tmp_path_factory) -> Path:
+    """A working directory where the whole default DAG (`all`) has run once; shared by the slow tests."""
+    workdir = tmp_path_factory.mktemp("reruns-all")
+    snakemake(workdir, "all", timeout=1200)
+    return workdir
+
+
+@pytest.mark.slow
+def test_unchanged_rerun_of_the_whole_dag_does_nothing(dag_built):
+    assert NOTHING_TO_DO in snakemake(dag_built, "-n", "all")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("change", "rerun", "kept"), MODEL_CHANGES, ids=change_id)
-def test_whole_dag_reruns_only_model_stages(tmp_path, change, rerun, kept):
-    snakemake(tmp_path, "all", timeout=1200)
-    assert NOTHING_TO_DO in snakemake(tmp_path, "-n", "all")
-    planned = planned_rules(snakemake(tmp_path, "-n", "all", change=change))
+def test_whole_dag_reruns_only_model_stages(dag_built, change, rerun, kept):
+    planned = planned_rules(snakemake(dag_built, "-n", "all", change=change))
     assert rerun <= planned
     assert not planned & kept

@@ -6,7 +6,8 @@
 #
 # Why this shape: CI runs as root in a container without systemd, so the daemons are started by hand in the
 # foreground-mode that needs no init system (munged --foreground, slurmctld -D, slurmd -D), with every piece
-# of state (config, spool, state save, logs, PIDs) in one folder that the stop script can remove. Accounting
+# of state (config, spool, state save, logs, PIDs) in one folder; the only thing written outside it is a link
+# /etc/slurm/slurm.conf -> that folder (so plain `sbatch` finds the cluster), removed by the stop script. Accounting
 # (slurmdbd) is deliberately absent: the profile then has to use `squeue` for job status, which is exactly the
 # situation of many real clusters; MinJobAge=600 keeps finished jobs visible to squeue long enough.
 # Two fake GPUs (GRES backed by links to /dev/null) let the profile's GPU requests (--gpus) be scheduled for real.
@@ -95,7 +96,7 @@ write_config() {
     local host cpus mem_mb
     host=$(hostname -s)
     cpus=$(nproc)
-    # A little under the free memory so slurmd does not drain the node for "Low RealMemory".
+    # 90 % of the total memory: slurmd drains a node whose RealMemory exceeds what it measures.
     mem_mb=$(free -m | awk '/^Mem:/ {print int($2 * 0.9)}')
     # A fresh cluster each time: job and node state of an earlier run (a drained node...) must not leak in.
     rm -rf "$STATE_DIR/state" "$STATE_DIR/spool"

@@ -46,7 +46,11 @@ def final_outputs():
 
 
 def train_gpus():
-    return 1 if config["train"]["accelerator"] in ("gpu", "cuda") else 0
+    """GPUs the training/evaluation jobs ask the scheduler for (train.devices on a GPU run, else 0)."""
+    train = config["train"]
+    if train["accelerator"] not in ("gpu", "cuda"):
+        return 0
+    return train["devices"] if isinstance(train["devices"], int) else 1
 
 # The one software environment of every rule (used with `--sdm conda`).
 CONDA_ENV = "../../environment.yml"
