@@ -138,7 +138,10 @@ def main() -> None:
     if args.num_workers is not None:
         config["loader"]["num_workers"] = args.num_workers
     torch.set_num_threads(int(config["train"]["threads"]))
+    if config["train"]["accelerator"] == "auto":  # resolve it, or the fit could run on a GPU and the loop not
+        config["train"]["accelerator"] = "gpu" if torch.cuda.is_available() else "cpu"
     device = torch.device("cuda" if config["train"]["accelerator"] in ("gpu", "cuda") else "cpu")
+    emit("device", str(device), "")
 
     from depthdif.datamodule import DepthDifDataModule
 

@@ -103,18 +103,21 @@ class TinyDataModule(pl.LightningDataModule):
     """Pre-generated train/val samples in memory; same interface as DepthDifDataModule."""
 
     def __init__(self, variant: str, train_size: int = 32, val_size: int = 8, batch_size: int = 8,
-                 seed: int = 0, **sample_kwargs):
+                 seed: int = 0, num_workers: int = 0, pin_memory: bool = False, **sample_kwargs):
         super().__init__()
         rng = np.random.default_rng(seed)
         self.batch_size = batch_size
+        self.loader_options = {"num_workers": num_workers, "pin_memory": pin_memory,
+                               "persistent_workers": num_workers > 0}
         self.train_set = InMemoryDataset([make_sample(variant, rng, **sample_kwargs) for _ in range(train_size)])
         self.val_set = InMemoryDataset([make_sample(variant, rng, **sample_kwargs) for _ in range(val_size)])
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
+        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          **self.loader_options)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False)
+        return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, **self.loader_options)
 
 
 def tiny_config(tmp_path=None, **sections) -> dict:

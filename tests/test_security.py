@@ -85,12 +85,6 @@ def test_reconstruct_cli_rejects_a_pickle_checkpoint_and_writes_nothing(tmp_path
     assert not marker.exists() and not output.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="train.resumable_checkpoint probes last.ckpt with torch.load(weights_only=False), so a planted "
-    "last.ckpt runs code when training (re)starts; fix: weights_only=True there (Lightning's last.ckpt loads "
-    "with it, see test_faults_training) and pass weights_only=True to trainer.fit in train.run_training",
-)
 def test_resuming_training_never_unpickles_a_planted_last_checkpoint(tmp_path):
     marker = tmp_path / "marker"
     last = tmp_path / "checkpoints" / "last.ckpt"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -41,9 +42,10 @@ def warmup_ema(decay: float):
     """EMA update with the usual warm-up: the decay after n updates is min(decay, (1 + n) / (10 + n)).
 
     Why not Lightning's EMAWeightAveraging with its fixed decay: on the default CPU run (a few hundred
-    steps) the fixed 0.995 average still carried the first, untrained weights; at step 200 its val/loss
-    was 0.056 against 0.0085 for the raw weights and its DDIM RMSE 3.0 °C against 1.2 °C. With the
-    warm-up the average follows the fast early progress and only smooths later.
+    steps) the fixed 0.995 average still carried the first, untrained weights; at step 200 (eo_4band,
+    before the model worked in anomaly units) its val/loss was 0.056 against 0.0085 for the raw weights
+    and its DDIM val RMSE 3.0 °C against 1.2 °C. With the warm-up the average follows the fast early
+    progress and only smooths later.
     """
 
     def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,7 @@ def resumable_checkpoint(path: Path) -> Path | None:
     if not path.is_file():
         return None
     try:
-        torch.load(path, map_location="cpu", weights_only=False)
+        torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     except Exception as err:  # truncated zip, unpickling error, ...
         broken = path.with_suffix(".ckpt.broken")
         path.replace(broken)
@@ -159,7 +161,22 @@ def make_trainer(config: Mapping, out_dir: Path, callbacks: Sequence[Callback] =
         ],
         default_root_dir=train_dir,
         enable_model_summary=True,
+        plugins=cluster_plugins(tc),
     )
+
+
+def cluster_plugins(tc: Mapping) -> list:
+    """Inside a SLURM job on one node, let Lightning start its own DDP processes.
+
+    The Snakemake SLURM executor runs a job as one `srun` task; Lightning's SLURM detection would then
+    demand ntasks == devices and refuse. With LightningEnvironment it launches `devices` processes itself.
+    Multi-node runs keep Lightning's SLURMEnvironment (one srun task per device, see docs/hpc.md).
+    """
+    if "SLURM_JOB_ID" in os.environ and int(tc["num_nodes"]) == 1:
+        from lightning.pytorch.plugins.environments import LightningEnvironment
+
+        return [LightningEnvironment()]
+    return []
 
 
 def merge_metrics(csv_log_root: Path, target: Path) -> pd.DataFrame:
@@ -198,7 +215,7 @@ def run_training(
     resume = resumable_checkpoint(out_dir / "train" / "checkpoints" / LAST_CKPT)
     if resume:
         log.info("resuming %s from %s", variant, resume)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
 
     model_path = out_dir / MODEL_FILE
     if trainer.is_global_zero:

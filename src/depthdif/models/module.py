@@ -11,9 +11,10 @@ level, and a network trained from scratch must first learn to average sparse pix
 ``model.center_on_observations`` (default), the model works on the anomaly from each patch's and band's
 mean of observed pixels, in units of ``model.anomaly_scale_c`` °C: the target, the observations, the
 first guess and the EO band are shifted and scaled; samples are shifted back. The zero-initialised
-network then starts as "mean fill" and only has to learn the spatial structure (measured on the default
-synthetic config: val RMSE at step 200 went from 3.0/1.19 °C EMA/raw, above mean fill's 0.83 °C, to below
-it). The batch contract is unchanged: this happens inside the module.
+network then starts as "mean fill" and only has to learn the spatial structure. Measured on the default
+synthetic config, eo_4band, 2 CPU cores, val RMSE of a 10-step DDIM sample (mean fill 0.83 °C): 0.38 °C
+at step 200 and 0.39 °C at step 600 with centring; 1.14 °C and 0.81 °C without. The batch contract
+is unchanged: this happens inside the module.
 """
 
 from __future__ import annotations
