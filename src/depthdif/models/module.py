@@ -145,6 +145,10 @@ class DepthDifModule(pl.LightningModule):
         if stage == "fit" and self.train_config.get("compile", False):
             log.info("compiling the network with torch.compile")
             self.net.compile()
+        if stage == "fit" and self._trainer is not None and self.trainer.world_size > 1:
+            # seed_everything gives every rank the same seed, so each rank would draw the same noise and
+            # timesteps; offset by rank (weights still start equal: DDP broadcasts rank 0's)
+            torch.manual_seed(torch.initial_seed() + 1_000_003 * self.global_rank)
 
     def to_working_units(self, batch: Mapping) -> tuple[dict, torch.Tensor, float]:
         """(batch in working units, per-patch/band offset (B,C,1,1) in z, scale z -> working units).
