@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 PER_PATCH_BASELINES = ("mean_fill", "nearest", "linear", "idw", "biharmonic", "oi")
 ENSEMBLE_MEAN, SINGLE_SAMPLE = "diffusion_ens_mean", "diffusion_sample"
 SWEEP_ENSEMBLE = 4  # members per input in the DDIM-steps sweep (the sweep compares steps, not ensembles)
+SWEEP_BATCHES = 1  # one loader batch of patches: the sweep runs up to 250 steps, the costliest part on a CPU
 
 
 @dataclass
@@ -283,7 +284,7 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
             sweep_items = items
             _example_figures(items, model, baselines, depths, fraction, settings["figure_patches"], figures_dir)
     metrics = scores.to_frame(spread=True)
-    sweep = steps_sweep(module, sweep_items, depths, settings["steps_sweep"], max_batches=2, seed=seed)
+    sweep = steps_sweep(module, sweep_items, depths, settings["steps_sweep"], max_batches=SWEEP_BATCHES, seed=seed)
     plot_rmse_vs_occlusion(metrics, figures_dir / "rmse_vs_occlusion.png")
     plot_rmse_vs_steps(sweep, figures_dir / "rmse_vs_ddim_steps.png")
     atomic_to_csv(sweep, Path(out_dir) / "ddim_steps.csv")
