@@ -17,10 +17,9 @@ import pandas as pd
 
 from depthdif.atomic import atomic_to_csv
 from depthdif.config import deep_merge, validate_config
-from depthdif.inference import band_depths
+from depthdif.inference import band_depths, match_levels
 
 log = logging.getLogger(__name__)
-DEPTH_TOLERANCE = 0.02
 
 
 class RealDataError(ValueError):
@@ -31,13 +30,11 @@ def matching_depth_indices(nc_file: Path, depths_m: list[float]) -> list[int]:
     """Positions in ``nc_file``'s depth axis of the levels nearest to ``depths_m`` (within 2 %)."""
     with netCDF4.Dataset(nc_file) as ds:
         axis = np.asarray(ds["depth"][:], dtype=float)
-    positions = []
-    for depth in depths_m:
-        nearest = int(np.argmin(np.abs(axis - depth)))
-        if abs(axis[nearest] - depth) > DEPTH_TOLERANCE * depth + 0.01:
-            raise RealDataError(f"{nc_file} has no level near {depth:.2f} m (its levels: {np.round(axis, 2).tolist()});"
-                                " the model cannot be scored on it.")
-        positions.append(nearest)
+    positions = match_levels(axis, depths_m)
+    for depth, position in zip(depths_m, positions, strict=True):
+        if position is None:
+            raise RealDataError(f"{nc_file} has no level near {depth:.2f} m (its levels: "
+                                f"{np.round(axis, 2).tolist()}); the model cannot be scored on it.")
     return positions
 
 

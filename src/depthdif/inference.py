@@ -40,6 +40,20 @@ def band_depths(settings: dict) -> list[float]:
     return [float(DEPTH_LEVELS_M[i]) for i in export["depth_indices"]]
 
 
+DEPTH_TOLERANCE = 0.02  # a file level within 2 % (+1 cm) of a trained depth counts as that depth
+
+
+def match_levels(axis: np.ndarray, wanted: Sequence[float]) -> list[int | None]:
+    """Position in ``axis`` of the level nearest each wanted depth, or None where none is close enough."""
+    axis = np.asarray(axis, dtype=float)
+    positions: list[int | None] = []
+    for depth in wanted:
+        nearest = int(np.argmin(np.abs(axis - depth)))
+        close = abs(axis[nearest] - depth) <= DEPTH_TOLERANCE * depth + 0.01
+        positions.append(nearest if close else None)
+    return positions
+
+
 def target_depths(settings: dict) -> list[float]:
     """Depths (m) of the bands the model reconstructs (C of the batch contract)."""
     depths = band_depths(settings)

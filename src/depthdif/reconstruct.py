@@ -17,12 +17,11 @@ from tqdm import tqdm
 from depthdif import __version__
 from depthdif.atomic import atomic_path
 from depthdif.datasets import lon_midpoint
-from depthdif.inference import TileInput, build_batch, sample_celsius, target_depths
+from depthdif.inference import TileInput, build_batch, match_levels, sample_celsius, target_depths
 from depthdif.stitching import stitch
 from depthdif.tiling import tile_origins
 
 log = logging.getLogger(__name__)
-DEPTH_TOLERANCE = 0.02  # a file level within 2 % of the trained depth counts as that depth
 
 
 class ReconstructionError(ValueError):
@@ -88,15 +87,13 @@ def _tile(grid: GridObservations, y0: int, x0: int, size: int) -> TileInput:
 
 # ----------------------------------------------------------------------------- NetCDF in
 def _level_positions(depths: np.ndarray, wanted: list[float], path: Path) -> list[int]:
-    positions = []
-    for depth in wanted:
-        nearest = int(np.argmin(np.abs(depths - depth)))
-        if abs(depths[nearest] - depth) > DEPTH_TOLERANCE * depth + 0.01:
+    positions = match_levels(depths, wanted)
+    for depth, position in zip(wanted, positions, strict=True):
+        if position is None:
             raise ReconstructionError(
                 f"{path} has no level near {depth:.2f} m, which the model reconstructs; its depths are "
                 f"{np.round(depths, 2).tolist()}. Give observations on the model's levels."
             )
-        positions.append(nearest)
     return positions
 
 
