@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from depthdif import __version__
-from depthdif.config import ConfigError, load_config
+from depthdif.config import ConfigError, deep_merge, load_config
 from depthdif.logs import setup_logging
 
 log = logging.getLogger("depthdif")
@@ -31,8 +31,6 @@ def parse_override(text: str) -> dict:
 def _config_from(args: argparse.Namespace) -> dict:
     paths = args.configfile or ([DEFAULT_CONFIG] if DEFAULT_CONFIG.exists() else [])
     overrides: dict = {}
-    from depthdif.config import deep_merge
-
     for item in args.set or []:
         overrides = deep_merge(overrides, parse_override(item))
     return load_config(paths, overrides)

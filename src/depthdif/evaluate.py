@@ -247,6 +247,7 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     from depthdif.datasets import PatchDataset
     from depthdif.models.module import load_model
     from depthdif.plots import plot_rmse_vs_occlusion, plot_rmse_vs_steps
+    from depthdif.reconstruct_month import reconstruct_month
 
     started = time.perf_counter()
     settings = config["evaluate"]
@@ -288,7 +289,9 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     plot_rmse_vs_occlusion(metrics, figures_dir / "rmse_vs_occlusion.png")
     plot_rmse_vs_steps(sweep, figures_dir / "rmse_vs_ddim_steps.png")
     atomic_to_csv(sweep, Path(out_dir) / "ddim_steps.csv")
-    _write_reconstruction(module, config, index, rows, variant, Path(out_dir) / "reconstruction.nc", seed)
+    # one val month rebuilt over the whole exported region
+    reconstruct_month(module, config, index, variant, int(rows["date"].iloc[0]), Path(out_dir) / "reconstruction.nc",
+                      seed=seed)
     summary = summarise(metrics, variant, time.perf_counter() - started, len(rows))
     atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(summary, indent=2) + "\n")
     metrics_csv = Path(out_dir) / "metrics.csv"
@@ -309,11 +312,3 @@ def _example_figures(items: EvalItems, model: dict, baselines: dict, depths: lis
                      [f"{d:.1f} m" for d in depths],
                      f"{items.sample_ids[i]}: {fraction:.1%} of ocean pixels hidden",
                      figures_dir / f"example_{i}_{items.sample_ids[i]}.png")
-
-
-def _write_reconstruction(module, config: Mapping, index: pd.DataFrame, rows: pd.DataFrame, variant: str,
-                          path: Path, seed: int) -> None:
-    from depthdif.reconstruct_month import reconstruct_month
-
-    month = int(rows["date"].iloc[0])
-    reconstruct_month(module, config, index, variant, month, path, seed=seed)
