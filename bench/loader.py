@@ -7,10 +7,11 @@ number alike):
 
 * ``np_load_floor``: ``np.load`` of the same files, the cost of just reading them;
 * ``eo_4band_train_loader``: what training consumes: the DataModule's train loader setup (a DataLoader,
-  batch 16, no workers, its ``collate``; batches built whole by ``PatchDataset.__getitems__``): read, EO
-  offset/speckle/dropout, fresh masks at ``--fraction`` with sides ``--sides`` (the pool of
-  ``dataset.train_mask_reuse``). The rot90/flip is not in it: the DataModule applies it on the training
-  device (``augment_batch``); ``augment_batch_cpu`` says what it costs on a CPU;
+  batch 16, no workers, its ``collate``; packed batches built whole by ``PatchDataset.__getitems__``): read,
+  EO offset/speckle/dropout, fresh masks at ``--fraction`` with sides ``--sides`` (the pool of
+  ``dataset.train_mask_reuse``). The rot90/flip and the unpacking (``x`` and float masks) are not in it: the
+  DataModule does them on the training device (``augment_batch``, ``unpack_batch``); ``augment_batch_cpu``
+  and ``unpack_batch_cpu`` say what they cost on a CPU;
 * ``eo_4band_train``: ``PatchDataset[i]`` of the train split used alone, with the rot90/flip on the CPU;
 * ``eo_4band_train_exact``: the same with every mask drawn from scratch (``train_mask_reuse: 0``);
 * ``eo_4band_val``: the val split: masks fixed by (seed, sample, band), no degradation, no augmentation.
@@ -38,7 +39,7 @@ import pandas as pd
 import torch
 
 from depthdif.config import validate_config
-from depthdif.datasets import PatchDataset, augment_batch, collate
+from depthdif.datasets import PatchDataset, augment_batch, collate, unpack_batch
 
 
 def write_files(root: Path, n_files: int, size: int, seed: int = 0) -> Path:
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         train_exact = PatchDataset(csv, exact, "train")
         val = PatchDataset(csv, config, "val")
         paths = train.paths
-        loader_set = PatchDataset(csv, config, "train", augment=False)  # as DepthDifDataModule builds it
+        loader_set = PatchDataset(csv, config, "train", augment=False, packed=True)  # as the DataModule builds it
         loader = torch.utils.data.DataLoader(
             loader_set, batch_size=16, shuffle=True, num_workers=0, collate_fn=collate
         )
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "np_load_floor": lambda: rate(lambda i: np.load(paths[i]), len(paths), args.seconds),
             "eo_4band_train_loader": lambda: rate(load_batches, 1, args.seconds) * len(train),
             "augment_batch_cpu": lambda: rate(lambda i: augment_batch(batch), 1, args.seconds) * 16,
+            "unpack_batch_cpu": lambda: rate(lambda i: unpack_batch(dict(batch)), 1, args.seconds) * 16,
             "eo_4band_train": lambda: rate(train.__getitem__, len(train), args.seconds),
             "eo_4band_train_exact": lambda: rate(train_exact.__getitem__, len(train), args.seconds),
             "eo_4band_val": lambda: rate(val.__getitem__, len(val), args.seconds),

@@ -27,6 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
+from depthdif.datasets import unpack_batch
 from depthdif.train import build_module, run_training
 
 
@@ -153,7 +154,8 @@ def main() -> None:
         batches = []
         for batch in loader:  # the bare loop's in-memory copy: one pass, full batches only
             if batch["y"].shape[0] == config["loader"]["batch_size"]:
-                batches.append({k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()})
+                on_device = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                batches.append(unpack_batch(on_device))  # what the DataModule's device hook hands over
             if len(batches) >= 32:
                 break
         emit("batch_size", config["loader"]["batch_size"], "samples")

@@ -108,6 +108,25 @@ def test_loader_options(index_csv, tmp_path):
     assert single.val_dataloader().num_workers == 0  # options that need workers are left out
 
 
+def test_training_batches_are_packed_and_the_device_hook_unpacks_them(index_csv, tmp_path):
+    from types import SimpleNamespace
+
+    dm = DepthDifDataModule(config_with(tmp_path, loader={"batch_size": 4}), variant="eo_4band")
+    dm.trainer = SimpleNamespace(training=True)
+    torch.manual_seed(0)
+    packed = next(iter(dm.train_dataloader()))
+    assert "x" not in packed and packed["valid_mask"].dtype == torch.bool
+    bools = {k: packed[k].clone() for k in ("valid_mask", "land_mask")}
+    batch = dm.on_after_batch_transfer(packed, 0)
+    assert batch["valid_mask"].dtype == torch.float32 and batch["land_mask"].dtype == torch.float32
+    assert torch.equal(batch["x"], batch["y"] * batch["valid_mask"])
+    assert not (batch["valid_mask"] * (1 - batch["land_mask"])).any()
+    # the masks were turned with the data: the hidden share per band is what it was before the hook
+    for key, before in bools.items():
+        assert torch.equal(batch[key].sum(dim=(-1, -2)), before.sum(dim=(-1, -2)).float())
+    assert next(iter(dm.val_dataloader()))["valid_mask"].dtype != torch.bool  # val batches are whole
+
+
 def test_training_batches_are_turned_on_the_device_hook_only(index_csv, tmp_path):
     from types import SimpleNamespace
 

@@ -21,6 +21,7 @@ from depthdif.datasets import (
     lon_midpoint,
     sample_date,
     speckle_factors,
+    unpack_batch,
 )
 from depthdif.masking import hidden_fraction
 from depthdif.normalization import KELVIN_OFFSET, Y_MEAN, Y_STD, temperature_normalize
@@ -391,3 +392,29 @@ def test_augment_batch_turns_every_sample_consistently(index_csv, tmp_path):
             turned["date"], original["date"]
         )
     assert len(seen) == 8
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+@pytest.mark.parametrize("variant", ["temp_v1", "eo_4band"])
+def test_packed_batches_unpack_to_the_same_samples(index_csv, tmp_path, variant, split):
+    config = small_config(tmp_path, dataset_variant=variant, first_guess=True, return_info=True,
+                          train_mask_reuse=4)  # fmt: skip
+    items = [0, 2, 1]
+    whole = PatchDataset(index_csv, config, split, augment=False)
+    packed = PatchDataset(index_csv, config, split, augment=False, packed=True)
+    torch.manual_seed(3)  # the same training draws on both sides (the generator follows torch's seed)
+    expected = collate(whole.__getitems__(items))
+    torch.manual_seed(3)
+    batch = collate(packed.__getitems__(items))
+    assert "x" not in batch
+    assert batch["valid_mask"].dtype == torch.bool and batch["land_mask"].dtype == torch.bool
+    assert unpack_batch(batch) is batch
+    assert list(batch) != list(expected) and set(batch) == set(expected)
+    for key, value in expected.items():
+        if isinstance(value, torch.Tensor):
+            assert batch[key].dtype == value.dtype and torch.equal(batch[key], value), key
+    assert batch["info"]["sample_id"] == expected["info"]["sample_id"]
+    # unpacking is idempotent, and single samples of a packed dataset are whole
+    assert all(torch.equal(unpack_batch(dict(expected))[k], v) for k, v in expected.items() if k != "info")
+    sample = packed[0]
+    assert sample["valid_mask"].dtype == torch.float32 and "x" in sample

@@ -154,6 +154,9 @@ def test_bands_are_independent():
     pool = TorusMaskPool(np.random.default_rng(0), 64, 64, 0.5, 2, 5, n_tori=4)
     pooled = mean_band_correlation(lambda k: pool.masks(ocean))
     assert np.all(np.abs(pooled) < 0.04), pooled
+    # written into a caller's array (the dataset writes straight into its batch)
+    out = np.empty_like(ocean)
+    assert pool.masks(ocean, out) is out and np.abs(hidden_fraction(out, ocean) - 0.5).max() <= 0.01
     # the measure would see shared masks: the same band thrice correlates perfectly
     same = mean_band_correlation(lambda k: np.repeat(pool.masks(ocean[:1]), 3, axis=0), 2)
     assert np.allclose(same, 1.0)

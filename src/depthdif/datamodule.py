@@ -25,6 +25,7 @@ from depthdif.datasets import (
     check_index_columns,
     collate,
     read_index,
+    unpack_batch,
 )
 
 logger = logging.getLogger(__name__)
@@ -103,8 +104,8 @@ class DepthDifDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         frame = self.load_index()
-        # rot90/flip happen in on_after_batch_transfer, on the training device, not in the loader
-        self.train_set = PatchDataset(frame, self.config, "train", self.variant, augment=False)
+        # rot90/flip and unpacking happen in on_after_batch_transfer, on the training device, not in the loader
+        self.train_set = PatchDataset(frame, self.config, "train", self.variant, augment=False, packed=True)
         self.val_set = PatchDataset(frame, self.config, "val", self.variant)
         logger.info(
             "%s: %d train and %d val patches from %s (split.mode %s)",
@@ -131,15 +132,18 @@ class DepthDifDataModule(pl.LightningDataModule):
         return options
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """Training batches get their random rot90/flip here, on the device (``dataset.enable_transform``).
+        """Training batches get their random rot90/flip and are unpacked here, on the training device.
 
-        The turn is the slowest step of building a sample on a CPU (a strided copy of every band) and
-        nearly free on a GPU; validation, testing and prediction batches are never turned.
+        The turn (``dataset.enable_transform``) is the slowest step of building a sample on a CPU (a strided
+        copy of every band) and nearly free on a GPU; it is done on the packed batch (bool masks, no ``x``:
+        less to turn). :func:`~depthdif.datasets.unpack_batch` then makes ``x`` and the float masks, so the
+        loader writes, pins and copies 5 float planes a sample instead of 13. Validation, testing and
+        prediction batches are never turned (and are not packed).
         """
         trainer = self.trainer
         if self.config["dataset"]["enable_transform"] and trainer is not None and trainer.training:
             batch = augment_batch(batch)
-        return batch
+        return unpack_batch(batch)
 
     def train_dataloader(self) -> DataLoader:
         self.setup("fit")

@@ -27,7 +27,10 @@ augmentation, so a validation score means the same thing every epoch.
 
 Speed (bench/loader.py): a DataLoader calls ``__getitems__`` with a batch's indices; the batch is built sample
 by sample straight into one allocation (no second copy by the collate function), patches are read with one
-``readv`` each, and every step is a handful of whole-array numpy calls.
+``readv`` each, and every step is a handful of whole-array numpy calls. The DataModule's training loader
+builds *packed* batches (``packed=True``): ``valid_mask`` and ``land_mask`` stay bool and ``x`` is left out,
+which is 5 float planes a sample instead of 13 to write, pin and copy to the GPU; :func:`unpack_batch` turns
+them into the samples above on the training device (``x = y * valid_mask``, masks as float32).
 """
 
 from __future__ import annotations
@@ -268,6 +271,8 @@ class PatchDataset(Dataset):
     ``"train"`` draws fresh masks and degrades/augments. ``mask_fraction`` and ``seed`` override
     ``dataset.mask_fraction`` and ``seed`` (the evaluation stage scores several fractions). ``augment``
     (train only) overrides ``dataset.enable_transform`` for the rot90/flip done here; see :func:`augment_batch`.
+    ``packed``: batches from ``__getitems__`` have bool ``valid_mask``/``land_mask`` and no ``x`` (see
+    :func:`unpack_batch`); single samples (``__getitem__``) are always whole.
     """
 
     def __init__(
@@ -279,8 +284,10 @@ class PatchDataset(Dataset):
         mask_fraction: float | None = None,
         seed: int | None = None,
         augment: bool | None = None,
+        packed: bool = False,
     ):
         options = config["dataset"]
+        self.packed = packed
         self.variant = variant or options["dataset_variant"]
         if self.variant not in VARIANTS:
             raise PatchIndexError(f"unknown dataset variant '{self.variant}'; use one of {VARIANTS}")
@@ -379,27 +386,35 @@ class PatchDataset(Dataset):
             self._pools, self._speckle_bank = {}, None
         return self._rng
 
-    def _masks(self, item: int, ocean: np.ndarray, channels: range) -> np.ndarray:
+    def _masks(self, item: int, ocean: np.ndarray, channels: range, out: np.ndarray | None = None) -> np.ndarray:
+        """The observed pixels (C, H, W) bool of sample ``item``, in ``out`` when given."""
         fraction = self.mask_fraction
-        if not self.train:
+        if self.train and self.mask_reuse > 0:
+            return self._pool(ocean.shape[1:], len(channels)).masks(ocean, out)
+        if self.train:
+            rngs = [self._train_rng()] * len(channels)
+        else:
             rngs = [mask_rng(self.seed, self.keys[item], c) for c in channels]
-            return make_band_masks(rngs, ocean, fraction, self.side_min, self.side_max)
-        rng = self._train_rng()
-        if self.mask_reuse <= 0:
-            return make_band_masks([rng] * len(channels), ocean, fraction, self.side_min, self.side_max)
-        shape = ocean.shape[1:]
+        valid = make_band_masks(rngs, ocean, fraction, self.side_min, self.side_max)
+        if out is None:
+            return valid
+        out[...] = valid
+        return out
+
+    def _pool(self, shape: tuple[int, int], n_bands: int) -> TorusMaskPool:
+        rng = self._train_rng()  # first: a new process starts with no pools
         if shape not in self._pools:
             self._pools[shape] = TorusMaskPool(
                 rng,
                 shape[0],
                 shape[1],
-                fraction,
+                self.mask_fraction,
                 self.side_min,
                 self.side_max,
                 reuse=self.mask_reuse,
-                n_tori=max(16, 2 * len(channels)),
+                n_tori=2 * n_bands,
             )
-        return self._pools[shape].masks(ocean)
+        return self._pools[shape]
 
     # ----- samples
     def read(self, item: int) -> np.ndarray:
@@ -409,20 +424,23 @@ class PatchDataset(Dataset):
         return out
 
     def __getitem__(self, item: int) -> dict[str, Any]:
-        return self.__getitems__([item])[0]
+        return self._samples([item], packed=False)[0]
 
     def __getitems__(self, items: list[int]) -> _Samples:
         """Several samples built together (vectorised over the batch); the DataLoader calls this with a
         batch's indices, and :func:`collate` then hands over the batch without copying it again."""
-        items = [int(i) for i in items]
-        if len({self.shapes[i] for i in items}) > 1:  # mixed patch sizes cannot share arrays
-            return _Samples(None, [self.__getitems__([i])[0] for i in items])
-        infos = [self._info(item) for item in items] if self.return_info else None
-        return _Samples(self._batch(items, infos), infos=infos)
+        return self._samples([int(i) for i in items], self.packed)
 
-    def _batch(self, items: list[int], infos: list[dict[str, Any]] | None) -> dict[str, Any]:
-        """The collated batch of ``items``. Sample by sample (so that a patch's intermediate arrays stay in
-        the CPU cache, which whole-batch passes over several MB do not), written straight into the batch."""
+    def _samples(self, items: list[int], packed: bool) -> _Samples:
+        if len({self.shapes[i] for i in items}) > 1:  # mixed patch sizes cannot share arrays
+            return _Samples(None, [self._samples([i], packed=False)[0] for i in items])
+        infos = [self._info(item) for item in items] if self.return_info else None
+        return _Samples(self._batch(items, infos, packed), infos=infos)
+
+    def _batch(self, items: list[int], infos: list[dict[str, Any]] | None, packed: bool) -> dict[str, Any]:
+        """The collated batch of ``items`` (packed: bool masks, no ``x``). Sample by sample (so that a patch's
+        intermediate arrays stay in the CPU cache, which whole-batch passes over several MB do not), written
+        straight into the batch."""
         n, (n_channels, height, width) = len(items), self.shapes[items[0]]
         eo_variant = self.variant == "eo_4band"
         channels = range(1, n_channels) if eo_variant else range(self.temp_v1_band, self.temp_v1_band + 1)
@@ -433,12 +451,18 @@ class PatchDataset(Dataset):
         if eo_variant and self.train and self.eo_dropout:
             available = (rng.random(n) >= self.eo_dropout).astype(np.float32)
 
-        parts = {"y": len(channels), "x": len(channels), "valid": len(channels), "land": len(channels)}
+        parts = {"y": len(channels)}
+        parts.update({} if packed else {"x": len(channels), "valid": len(channels), "land": len(channels)})
         parts.update({"eo": 1} if eo_variant else {})
         parts.update({"guess": len(channels)} if self.first_guess else {})
         out = _carve(n, height, width, parts)
-        y, x, valid_f, land_f = out["y"], out["x"], out["valid"], out["land"]
-        eo, guesses = out.get("eo"), out.get("guess")
+        y, eo, guesses = out["y"], out.get("eo"), out.get("guess")
+        if packed:
+            valid_b = np.empty((n, len(channels), height, width), dtype=bool)
+            land_b = np.empty_like(valid_b)
+            x = np.empty((n, len(channels), height, width), np.float32) if guesses is not None else None
+        else:
+            x, valid_f, land_f = out["x"], out["valid"], out["land"]
         raw = self._scratch.get((n_channels, height, width))
         if raw is None:
             raw = self._scratch[(n_channels, height, width)] = np.empty(
@@ -449,11 +473,15 @@ class PatchDataset(Dataset):
             if self.fill_value is not None:  # from here on NaN is the one no-data marker
                 raw[raw == np.float32(self.fill_value)] = np.nan
             code = int(codes[k])
-            land = _normalize_into(raw[targets], code, y[k])
-            valid = self._masks(item, land, channels)
-            np.copyto(valid_f[k], valid.view(np.uint8))
-            np.copyto(land_f[k], land.view(np.uint8))
-            np.multiply(y[k], valid_f[k], out=x[k])
+            land = _normalize_into(raw[targets], code, y[k], land_b[k] if packed else None)
+            valid = self._masks(item, land, channels, valid_b[k] if packed else None)
+            if packed:
+                if x is not None:
+                    np.multiply(y[k], valid, out=x[k])
+            else:
+                np.copyto(valid_f[k], valid.view(np.uint8))
+                np.copyto(land_f[k], land.view(np.uint8))
+                np.multiply(y[k], valid_f[k], out=x[k])
             eo_field = None
             if eo_variant:
                 if not available[k]:
@@ -466,12 +494,19 @@ class PatchDataset(Dataset):
             if guesses is not None:
                 guesses[k] = self._first_guess(x[k], valid, land, eo_field)
 
-        batch: dict[str, Any] = {
-            "y": torch.from_numpy(y),
-            "x": torch.from_numpy(x),
-            "valid_mask": torch.from_numpy(valid_f),
-            "land_mask": torch.from_numpy(land_f),
-        }
+        if packed:
+            batch: dict[str, Any] = {
+                "y": torch.from_numpy(y),
+                "valid_mask": torch.from_numpy(valid_b),
+                "land_mask": torch.from_numpy(land_b),
+            }
+        else:
+            batch = {
+                "y": torch.from_numpy(y),
+                "x": torch.from_numpy(x),
+                "valid_mask": torch.from_numpy(valid_f),
+                "land_mask": torch.from_numpy(land_f),
+            }
         if eo_variant:
             batch["eo"] = torch.from_numpy(eo)
             batch["eo_available"] = torch.from_numpy(available[:, None])
@@ -576,8 +611,9 @@ def _carve(n: int, height: int, width: int, parts: dict[str, int]) -> dict[str, 
     return out
 
 
-def _normalize_into(celsius: np.ndarray, code: int, out: np.ndarray) -> np.ndarray:
-    """``out`` = normalised ``celsius`` (C, H, W) turned by ``code``, land 0; returns the ocean mask (bool).
+def _normalize_into(celsius: np.ndarray, code: int, out: np.ndarray, ocean: np.ndarray | None = None) -> np.ndarray:
+    """``out`` = normalised ``celsius`` (C, H, W) turned by ``code``, land 0; returns the ocean mask (bool, in
+    ``ocean`` when given).
 
     The same affine map as ``temperature_normalize`` as a multiply-add on float32 (equal to ~1e-7). A turned
     patch is first copied in its new orientation (one strided copy; multiplying straight from the strided
@@ -589,7 +625,7 @@ def _normalize_into(celsius: np.ndarray, code: int, out: np.ndarray) -> np.ndarr
     else:
         np.multiply(celsius, _NORM_SCALE, out=out)
     out += _NORM_OFFSET
-    ocean = np.isfinite(out)
+    ocean = np.isfinite(out, out=ocean)
     np.copyto(out, np.float32(0.0), where=~ocean)
     return ocean
 
@@ -611,6 +647,19 @@ def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
 
 
 AUGMENTED_KEYS = ("y", "x", "valid_mask", "land_mask", "eo", "first_guess")
+
+
+def unpack_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """A packed batch (bool ``valid_mask``/``land_mask``, no ``x``) as the documented samples, in place, on
+    the batch's device: float32 masks and ``x = y * valid_mask``. A batch that is not packed is returned as is.
+    """
+    if batch["valid_mask"].dtype != torch.bool:
+        return batch
+    dtype = batch["y"].dtype
+    batch["valid_mask"] = batch["valid_mask"].to(dtype)
+    batch["land_mask"] = batch["land_mask"].to(dtype)
+    batch["x"] = batch["y"] * batch["valid_mask"]
+    return batch
 
 
 def augment_batch(batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:

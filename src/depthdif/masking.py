@@ -331,11 +331,15 @@ class TorusMaskPool:
     transposed, each upside down), is one band's mask. A torus serves ``reuse * torus_area / patch_area``
     windows before it is redrawn, so each of its pixels is used about ``reuse`` times, in different places
     and orientations, paired with different data: ``reuse`` trades mask variety for speed (a window costs
-    ~1/``reuse`` of an exact draw). The bands of one sample always come from different tori. A window whose
-    share of hidden ocean is not within ``FRACTION_TOLERANCE`` of the target is replaced by another (the
-    tolerance keeps ~96 % of 128x128 windows, and the choice is symmetric, so the mean share stays
-    unbiased); after 8 misses (few ocean pixels) the exact finishing step or an exact draw decides.
-    Not for fixed (validation/evaluation) masks: use :func:`make_band_masks`.
+    ~1/``reuse`` of an exact draw).
+
+    The C bands of a sample are one window (offset, orientation) of C consecutive tori of a stack: one array
+    operation for all bands, and the bands stay independent because the tori are drawn independently of
+    each other and of the offset. A band whose share of hidden ocean is not within ``FRACTION_TOLERANCE`` of
+    the target gets another window of its own torus (the tolerance keeps ~96 % of 128x128 windows, and the
+    choice is symmetric, so the mean share stays unbiased); after 8 misses (few ocean pixels) the exact
+    finishing step or an exact draw decides. Not for fixed (validation/evaluation) masks: use
+    :func:`make_band_masks`.
     """
 
     def __init__(
@@ -359,66 +363,84 @@ class TorusMaskPool:
         self.torus = _geometry(side, side, side_min, side_max, True)
         self.n_rect = self._torus_count()
         self.lifetime = max(1, int(reuse * side * side / (height * width)))
-        self.tori = [self._draw_torus() for _ in range(n_tori)]
-        self.uses = np.zeros(n_tori, dtype=np.int64)
+        self._grow(n_tori)
 
     def _torus_count(self) -> int:
         if self.fraction >= 1.0:
             return 0
         return round(math.log1p(-self.fraction) / math.log1p(-self.torus.p_cover))
 
-    def _draw_torus(self) -> tuple[np.ndarray, np.ndarray]:
-        """A hidden map of the torus and its transpose, wrap-padded so that every window is a plain slice.
+    def _grow(self, n_tori: int) -> None:
+        """(Re)build the stack with ``n_tori`` fresh tori.
 
-        Windows read from the transposed copy (and flipped upside down, a cheap view) give four
-        orientations without the slow strided reads of a transposed or left-right flipped view.
+        ``observed[o]`` (n_tori, side + H, side + W) holds each torus's observed (not hidden) map, wrap-padded
+        so that every window is a plain slice, as is (o = 0) and transposed (o = 1): windows read from the
+        transposed copy (and flipped upside down, a cheap view) give four orientations without the slow
+        strided reads of a transposed or left-right flipped view.
         """
-        hidden = self.torus.paint([self.rng], [self.n_rect])[0]
-        pad = ((0, self.height), (0, self.width))
-        return np.pad(hidden, pad, mode="wrap"), np.pad(np.ascontiguousarray(hidden.T), pad, mode="wrap")
+        side = self.torus.height
+        self.observed = np.empty((2, n_tori, side + self.height, side + self.width), dtype=bool)
+        self.uses = np.zeros(n_tori, dtype=np.int64)
+        for torus in range(n_tori):
+            self._draw_torus(torus)
 
-    def masks(self, land_mask: np.ndarray) -> np.ndarray:
-        """``valid`` (C, H, W) bool for the bands of one sample (independent windows, distinct tori)."""
+    def _draw_torus(self, torus: int) -> None:
+        observed = ~self.torus.paint([self.rng], [self.n_rect])[0]
+        pad = ((0, self.height), (0, self.width))
+        self.observed[0, torus] = np.pad(observed, pad, mode="wrap")
+        self.observed[1, torus] = np.pad(np.ascontiguousarray(observed.T), pad, mode="wrap")
+        self.uses[torus] = 0
+
+    def masks(self, land_mask: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``valid`` (C, H, W) bool for the bands of one sample (independent windows, distinct tori), in
+        ``out`` when given."""
         ocean = _as_ocean(land_mask)
         n_bands = ocean.shape[0]
         if ocean.shape[1:] != (self.height, self.width):
             raise MaskError(f"pool draws {self.height}x{self.width} masks; land_mask has shape {ocean.shape}")
-        valid = np.empty_like(ocean)
+        valid = np.empty_like(ocean) if out is None else out
         if self.fraction == 1.0:
             valid[...] = False
             return valid
-        first = int(self.rng.bit_generator.random_raw()) % len(self.tori)
+        if n_bands > self.uses.size:
+            self._grow(n_bands)
+        first = int(self.rng.bit_generator.random_raw()) % (self.uses.size - n_bands + 1)
+        tori = slice(first, first + n_bands)
+        np.logical_and(ocean, self._window(tori), out=valid)
         for band in range(n_bands):
-            # distinct tori for the bands of a sample (with at least as many tori as bands)
-            self._band_mask(ocean[band], (first + band) % len(self.tori), valid[band])
+            n_ocean = np.count_nonzero(ocean[band])
+            target = round(self.fraction * n_ocean)
+            tolerance = math.floor(FRACTION_TOLERANCE * n_ocean)
+            if abs(n_ocean - np.count_nonzero(valid[band]) - target) > tolerance:
+                self._band_mask(ocean[band], first + band, target, tolerance, valid[band])
         return valid
 
-    def _band_mask(self, ocean: np.ndarray, torus: int, valid: np.ndarray) -> None:
-        """Windows of one torus until one hides a share within the tolerance; else finish or draw exactly."""
+    def _band_mask(self, ocean: np.ndarray, torus: int, target: int, tolerance: int, valid: np.ndarray) -> None:
+        """Other windows of one torus until one hides a share within the tolerance; else finish or draw exactly."""
         n_ocean = np.count_nonzero(ocean)
-        target = round(self.fraction * n_ocean)
-        tolerance = math.floor(FRACTION_TOLERANCE * n_ocean)
-        for _ in range(_WINDOW_TRIES):
-            window = self._window(torus)
-            np.greater(ocean, window, out=valid)  # ocean and not hidden, in one pass
+        for _ in range(_WINDOW_TRIES - 1):
+            np.logical_and(ocean, self._window(slice(torus, torus + 1))[0], out=valid)
             n_hidden = n_ocean - np.count_nonzero(valid)
             if abs(n_hidden - target) <= tolerance:
                 return
         if n_hidden < target:  # too few hidden: add rectangles exactly as a fresh draw would
-            hidden = window.copy()
+            hidden = ~valid
             finish_exactly(self.rng, self.patch, hidden, ocean, target)
             np.greater(ocean, hidden, out=valid)
         else:
             valid[...] = make_mask(self.rng, ocean, self.fraction, self.patch.side_min, self.patch.side_max)
 
-    def _window(self, torus: int) -> np.ndarray:
-        """A random window (offset and orientation) of torus ``torus``, as a view; redraws worn-out tori."""
-        if self.uses[torus] >= self.lifetime:
-            self.tori[torus], self.uses[torus] = self._draw_torus(), 0
-        self.uses[torus] += 1
+    def _window(self, tori: slice) -> np.ndarray:
+        """One random window (offset and orientation) of the observed maps of ``tori``, as a view (C, H, W);
+        redraws worn-out tori first."""
+        uses = self.uses[tori]
+        if uses.max() >= self.lifetime:
+            for torus in np.flatnonzero(uses >= self.lifetime):
+                self._draw_torus(tori.start + int(torus))
+        uses += 1
         bits = int(self.rng.bit_generator.random_raw())
         oy = ((bits & 0xFFFF) * self.torus.height) >> 16
         ox = (((bits >> 16) & 0xFFFF) * self.torus.width) >> 16
         transposed = (bits >> 32) & 1 and self.height == self.width
-        window = self.tori[torus][int(transposed)][oy : oy + self.height, ox : ox + self.width]
-        return window[::-1] if (bits >> 33) & 1 else window
+        window = self.observed[int(transposed), tori, oy : oy + self.height, ox : ox + self.width]
+        return window[:, ::-1] if (bits >> 33) & 1 else window
