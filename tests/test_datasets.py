@@ -184,6 +184,28 @@ def test_train_masks_are_fresh_and_follow_torch_seed(index_csv, tmp_path):
         assert not torch.equal(ds[0]["valid_mask"], first)
 
 
+def test_training_samples_hide_one_of_the_listed_fractions(index_csv, tmp_path):
+    fractions = [0.5, 0.95]
+    config = small_config(tmp_path, dataset_variant="eo_4band", mask_fraction=0.75, train_mask_fractions=fractions)
+    for reuse in (0, 4):
+        config["dataset"]["train_mask_reuse"] = reuse
+        ds = PatchDataset(index_csv, config, "train")
+        seen = []
+        for _ in range(4):
+            for i in range(len(ds)):
+                sample = ds[i]
+                share = hidden_fraction(sample["valid_mask"].numpy() > 0, sample["land_mask"].numpy() > 0)
+                nearest = min(fractions, key=lambda f: abs(f - share[0]))
+                assert np.all(np.abs(share - nearest) <= 0.01), share  # one listed share for all bands
+                seen.append(nearest)
+        assert set(seen) == set(fractions)
+    # validation keeps dataset.mask_fraction, and an explicit fraction (the evaluation's) wins over the list
+    val = PatchDataset(index_csv, config, "val")[0]
+    assert np.all(np.abs(hidden_fraction(val["valid_mask"].numpy() > 0, val["land_mask"].numpy() > 0) - 0.75) <= 0.01)
+    fixed = PatchDataset(index_csv, config, "train", mask_fraction=0.5)[0]
+    assert np.all(np.abs(hidden_fraction(fixed["valid_mask"].numpy() > 0, fixed["land_mask"].numpy() > 0) - 0.5) <= 0.01)
+
+
 def test_eo_dropout_zeroes_eo_and_flags_it(index_csv, tmp_path):
     config = small_config(tmp_path, dataset_variant="eo_4band", eo_dropout_prob=1.0)
     sample = PatchDataset(index_csv, config, "train")[0]

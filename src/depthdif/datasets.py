@@ -268,8 +268,10 @@ class PatchDataset(Dataset):
 
     ``index``: the split CSV, or a DataFrame (its ``attrs['index_dir']``, else ``{data_dir}/patches``, is the
     folder ``y_npy_path`` is relative to). ``split``: a value of the ``split`` column, or ``"all"``; only
-    ``"train"`` draws fresh masks and degrades/augments. ``mask_fraction`` and ``seed`` override
-    ``dataset.mask_fraction`` and ``seed`` (the evaluation stage scores several fractions). ``augment``
+    ``"train"`` draws fresh masks and degrades/augments; each training sample hides one of
+    ``dataset.train_mask_fractions`` (drawn per sample) when that is set. ``mask_fraction`` and ``seed``
+    override ``dataset.mask_fraction`` (and the training list) and ``seed`` (the evaluation stage scores
+    several fractions). ``augment``
     (train only) overrides ``dataset.enable_transform`` for the rot90/flip done here; see :func:`augment_batch`.
     ``packed``: batches from ``__getitems__`` have bool ``valid_mask``/``land_mask`` and no ``x`` (see
     :func:`unpack_batch`); single samples (``__getitem__``) are always whole.
@@ -296,6 +298,8 @@ class PatchDataset(Dataset):
         self.mask_fraction = float(options["mask_fraction"] if mask_fraction is None else mask_fraction)
         if not 0.0 <= self.mask_fraction <= 1.0:
             raise PatchIndexError(f"mask fraction {self.mask_fraction} is outside [0, 1]")
+        listed = options.get("train_mask_fractions") if mask_fraction is None else None
+        self.train_fractions = [float(f) for f in listed] if self.train and listed else [self.mask_fraction]
         self.seed = int(config["seed"] if seed is None else seed)
         self.side_min, self.side_max = int(options["mask_patch_min"]), int(options["mask_patch_max"])
         self.fill_value = options["fill_value"]
@@ -316,7 +320,7 @@ class PatchDataset(Dataset):
         self._reader = _NpyReader()
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple[int, int] | None = None
-        self._pools: dict[tuple[int, int], TorusMaskPool] = {}
+        self._pools: dict[tuple[int, int, float], TorusMaskPool] = {}
         self._speckle_bank: _SpeckleBank | None = None
         self._scratch: dict[tuple[int, int, int], np.ndarray] = {}  # the raw patch being processed
 
@@ -389,10 +393,14 @@ class PatchDataset(Dataset):
     def _masks(self, item: int, ocean: np.ndarray, channels: range, out: np.ndarray | None = None) -> np.ndarray:
         """The observed pixels (C, H, W) bool of sample ``item``, in ``out`` when given."""
         fraction = self.mask_fraction
-        if self.train and self.mask_reuse > 0:
-            return self._pool(ocean.shape[1:], len(channels)).masks(ocean, out)
         if self.train:
-            rngs = [self._train_rng()] * len(channels)
+            rng = self._train_rng()
+            if len(self.train_fractions) > 1:
+                fraction = self.train_fractions[int(rng.integers(len(self.train_fractions)))]
+        if self.train and self.mask_reuse > 0:
+            return self._pool(ocean.shape[1:], len(channels), fraction).masks(ocean, out)
+        if self.train:
+            rngs = [rng] * len(channels)
         else:
             rngs = [mask_rng(self.seed, self.keys[item], c) for c in channels]
         valid = make_band_masks(rngs, ocean, fraction, self.side_min, self.side_max)
@@ -401,20 +409,16 @@ class PatchDataset(Dataset):
         out[...] = valid
         return out
 
-    def _pool(self, shape: tuple[int, int], n_bands: int) -> TorusMaskPool:
+    def _pool(self, shape: tuple[int, int], n_bands: int, fraction: float) -> TorusMaskPool:
+        """The training mask pool of one patch shape and hidden share (made on first use in each process)."""
         rng = self._train_rng()  # first: a new process starts with no pools
-        if shape not in self._pools:
-            self._pools[shape] = TorusMaskPool(
-                rng,
-                shape[0],
-                shape[1],
-                self.mask_fraction,
-                self.side_min,
-                self.side_max,
-                reuse=self.mask_reuse,
-                n_tori=2 * n_bands,
-            )
-        return self._pools[shape]
+        key = (*shape, fraction)
+        if key not in self._pools:
+            self._pools[key] = TorusMaskPool(
+                rng, shape[0], shape[1], fraction, self.side_min, self.side_max,
+                reuse=self.mask_reuse, n_tori=2 * n_bands,
+            )  # fmt: skip
+        return self._pools[key]
 
     # ----- samples
     def read(self, item: int) -> np.ndarray:
