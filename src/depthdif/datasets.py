@@ -271,8 +271,8 @@ class PatchDataset(Dataset):
     ``"train"`` draws fresh masks and degrades/augments; each training sample hides one of
     ``dataset.train_mask_fractions`` (drawn per sample) when that is set. ``mask_fraction`` and ``seed``
     override ``dataset.mask_fraction`` (and the training list) and ``seed`` (the evaluation stage scores
-    several fractions). ``augment``
-    (train only) overrides ``dataset.enable_transform`` for the rot90/flip done here; see :func:`augment_batch`.
+    several fractions). ``augment`` (train only) overrides ``dataset.enable_transform`` for the rot90/flip
+    done here; see :func:`augment_batch`.
     ``packed``: batches from ``__getitems__`` have bool ``valid_mask``/``land_mask`` and no ``x`` (see
     :func:`unpack_batch`); single samples (``__getitem__``) are always whole.
     """
