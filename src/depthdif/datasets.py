@@ -392,16 +392,16 @@ class PatchDataset(Dataset):
 
     def _masks(self, item: int, ocean: np.ndarray, channels: range, out: np.ndarray | None = None) -> np.ndarray:
         """The observed pixels (C, H, W) bool of sample ``item``, in ``out`` when given."""
-        fraction = self.mask_fraction
         if self.train:
             rng = self._train_rng()
+            fraction = self.train_fractions[0]
             if len(self.train_fractions) > 1:
                 fraction = self.train_fractions[int(rng.integers(len(self.train_fractions)))]
-        if self.train and self.mask_reuse > 0:
-            return self._pool(ocean.shape[1:], len(channels), fraction).masks(ocean, out)
-        if self.train:
+            if self.mask_reuse > 0:
+                return self._pool(ocean.shape[1:], len(channels), fraction).masks(ocean, out)
             rngs = [rng] * len(channels)
         else:
+            fraction = self.mask_fraction
             rngs = [mask_rng(self.seed, self.keys[item], c) for c in channels]
         valid = make_band_masks(rngs, ocean, fraction, self.side_min, self.side_max)
         if out is None:
