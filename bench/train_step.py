@@ -86,7 +86,15 @@ def lightning_rate(config: dict, variant: str, datamodule, steps: int, warmup: i
 def bare_rate(config: dict, variant: str, batches: list[dict], steps: int, warmup: int, device) -> float:
     """The same per-step work without Lightning or a DataLoader."""
     pl.seed_everything(int(config["seed"]))
-    module = build_module(config, variant).to(device)
+    module = build_module(config, variant)
+    if module.cokriging is not None:  # the residual units' first guess, fitted on the same batches
+        from depthdif.baselines.cokriging import fit_covariance, fit_sigma_table
+
+        cpu = [{k: v.cpu() if torch.is_tensor(v) else v for k, v in b.items()} for b in batches]
+        size = int(batches[0]["y"].shape[-1])
+        module.cokriging.set_statistics(fit_covariance(cpu, module.num_bands, size, 256))
+        module.cokriging.set_statistics({"sigma_table": fit_sigma_table(module.cokriging, cpu, 256)})
+    module = module.to(device)
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     ema = AveragedModel(module, avg_fn=get_ema_avg_fn(config["train"]["ema_decay"]), use_buffers=True)

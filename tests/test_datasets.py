@@ -24,7 +24,13 @@ from depthdif.datasets import (
     unpack_batch,
 )
 from depthdif.masking import hidden_fraction
-from depthdif.normalization import KELVIN_OFFSET, Y_MEAN, Y_STD, temperature_normalize
+from depthdif.normalization import (
+    KELVIN_OFFSET,
+    Y_MEAN,
+    Y_STD,
+    temperature_denormalize,
+    temperature_normalize,
+)
 
 SIZE = 16
 
@@ -61,8 +67,23 @@ def test_temp_v1_sample_contract(index_csv, tmp_path):
     assert sample["info"]["sample_id"] == ds.sample_ids[0]
 
 
-def test_eo_4band_sample_contract(index_csv, tmp_path):
+def test_val_surface_is_degraded_like_training_and_fixed_by_seed(index_csv, tmp_path):
+    """Item 8 of issue 11: validation/evaluation see a satellite-like surface, the same one every time."""
     config = small_config(tmp_path, dataset_variant="eo_4band", mask_fraction=0.5)
+    first, again = PatchDataset(index_csv, config, "val")[1], PatchDataset(index_csv, config, "val")[1]
+    assert torch.equal(first["eo"], again["eo"])  # fixed by (seed, sample): every method sees this one field
+    clean_ds = PatchDataset(index_csv, small_config(tmp_path, dataset_variant="eo_4band", mask_fraction=0.5,
+                                                    eo_degraded_val=False), "val")
+    ocean = clean_ds[1]["eo"].numpy()[0] != 0
+    difference = temperature_denormalize(first["eo"].numpy()[0]) - temperature_denormalize(clean_ds[1]["eo"].numpy()[0])
+    offset = difference[ocean].mean()
+    assert 0.0 < abs(offset) <= 2.0 + 0.05  # the uniform offset of at most 2 °C
+    assert 0.01 < (difference[ocean] - offset).std() < 0.5  # ~1 % speckle of ~20 °C
+    assert torch.equal(first["y"], clean_ds[1]["y"])  # only the surface changes
+
+
+def test_eo_4band_sample_contract(index_csv, tmp_path):
+    config = small_config(tmp_path, dataset_variant="eo_4band", mask_fraction=0.5, eo_degraded_val=False)
     ds = PatchDataset(index_csv, config, "val")
     sample = ds[1]
     assert list(sample) == ["y", "x", "valid_mask", "land_mask", "eo", "eo_available", "date", "coords"]
@@ -214,7 +235,7 @@ def test_eo_dropout_zeroes_eo_and_flags_it(index_csv, tmp_path):
 
 def test_eo_offset_is_uniform_and_bounded(index_csv, tmp_path):
     config = small_config(tmp_path, dataset_variant="eo_4band", eo_dropout_prob=0.0, eo_speckle=False,
-                          enable_transform=False)  # fmt: skip
+                          enable_transform=False, eo_degraded_val=False)  # fmt: skip
     ds, ref = PatchDataset(index_csv, config, "train"), PatchDataset(index_csv, config, "all")
     offsets = []
     for _ in range(20):
@@ -230,7 +251,7 @@ def test_eo_offset_is_uniform_and_bounded(index_csv, tmp_path):
 
 def test_eo_speckle_is_multiplicative_and_clamped(index_csv, tmp_path):
     config = small_config(tmp_path, dataset_variant="eo_4band", eo_dropout_prob=0.0, eo_random_offset=False,
-                          enable_transform=False)  # fmt: skip
+                          enable_transform=False, eo_degraded_val=False)  # fmt: skip
     ds, ref = PatchDataset(index_csv, config, "train"), PatchDataset(index_csv, config, "all")
     to_c = lambda z: z * Y_STD + Y_MEAN - KELVIN_OFFSET  # noqa: E731
     eo, clean_eo = ds[0]["eo"].numpy()[0], ref[0]["eo"].numpy()[0]

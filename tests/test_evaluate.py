@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from depthdif.config import load_config
+from depthdif.config import deep_merge, load_config
+from depthdif.datamodule import DepthDifDataModule
 from depthdif.download import run_download
 from depthdif.evaluate import run_evaluation, select_val_rows
 from depthdif.export import export_patches
@@ -26,6 +27,7 @@ from depthdif.models.module import (
     save_model,
 )
 from depthdif.split import split_index
+from depthdif.train import fit_first_guess
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
 CONTRACT_COLUMNS = ["method", "band", "depth_m", "mask_fraction", "rmse_c", "mae_c", "bias_c", "crps_c", "n_pixels"]
@@ -41,9 +43,12 @@ def tiny_data(tmp_path_factory):
     return config, root
 
 
-def checkpoint(config, variant, path):
+def checkpoint(config, variant, path, fit=True):
     module = DepthDifModule(model_settings(config, variant), {"val_samples": 1, "val_sampling_steps": 1},
                             num_target_bands(config, variant))
+    if module.residual and fit:  # an untrained network on a first guess fitted to the tiny training split
+        variant_config = deep_merge(config, {"dataset": {"dataset_variant": variant}})
+        fit_first_guess(module, DepthDifDataModule(variant_config, variant=variant), variant_config)
     save_model(module, module.state_dict(), path)
     return path
 
@@ -56,8 +61,9 @@ def test_every_method_at_every_level(tiny_data, variant):
     metrics_csv = run_evaluation(config, variant, ckpt, out)
     metrics = pd.read_csv(metrics_csv)
     assert list(metrics.columns[:9]) == CONTRACT_COLUMNS
-    expected = {"diffusion_ens_mean", "diffusion_sample", "climatology", "mean_fill", "nearest", "linear", "idw",
-                "biharmonic", "oi", "dineof"} | ({"eo_regression_oi"} if variant == "eo_4band" else set())
+    expected = {"diffusion_ens_mean", "diffusion_sample", "diffusion_cond_mean", "cokriging", "climatology",
+                "mean_fill", "nearest", "linear", "idw", "biharmonic", "oi", "dineof"} | (
+        {"eo_regression_oi"} if variant == "eo_4band" else set())
     assert set(metrics["method"]) == expected
     bands = 1 if variant == "temp_v1" else 3
     for fraction in config["evaluate"]["mask_fractions"]:
@@ -75,6 +81,13 @@ def test_every_method_at_every_level(tiny_data, variant):
     ens = metrics[metrics["method"] == "diffusion_ens_mean"]
     assert ens["spread_skill"].notna().all()
     assert (ens["crps_c"] <= ens["mae_c"] + 1e-9).all()  # an ensemble's CRPS never exceeds its mean's MAE
+    # the untrained network on its fitted first guess: the one-call conditional mean is the first guess, scored
+    # as a Gaussian posterior (its CRPS is not its MAE)
+    by_method = metrics.set_index(["method", "band", "mask_fraction"])
+    np.testing.assert_allclose(by_method.loc["diffusion_cond_mean", "rmse_c"], by_method.loc["cokriging", "rmse_c"],
+                               rtol=1e-3)
+    cokriging = metrics[metrics["method"] == "cokriging"]
+    assert (cokriging["crps_c"] != cokriging["mae_c"]).all() and cokriging["spread_skill"].notna().all()
 
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["variant"] == variant
@@ -82,6 +95,9 @@ def test_every_method_at_every_level(tiny_data, variant):
     figures = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert "rmse_vs_occlusion.png" in figures
     assert "rmse_vs_ddim_steps.png" in figures
+    assert "rank_histogram.png" in figures
+    headline = summary["headline"][0]
+    assert "model_over_best_baseline_ci95" in headline and "cond_mean_over_best_baseline" in headline
     assert any(name.startswith("example_") for name in figures)
 
     recon = xr.open_dataset(out / "reconstruction.nc")
@@ -140,6 +156,6 @@ def test_sim_to_real_on_the_real_sample(tiny_data, real_sample_dir):
     assert (oi["n_pixels"] > 0).all() and oi["rmse_c"].notna().all()
 
     deep = checkpoint(load_config([TINY], {"export": {"depth_indices": [0, 7, 14, 17]}}), "eo_4band",
-                      root / "deep.ckpt")
+                      root / "deep.ckpt", fit=False)  # refused on its depths before any sampling
     with pytest.raises(RealDataError, match="47.37"):
         run_real_evaluation(config, "eo_4band", deep, real_sample_dir, root / "nope")

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+from batch_factory import TinyDataModule
 
 from depthdif import cli
 from depthdif.config import load_config
 from depthdif.models.module import DepthDifModule, model_settings, num_target_bands, save_model
 from depthdif.reconstruct import ReconstructionError, reconstruct_file
+from depthdif.train import fit_first_guess
 
 REAL = Path(__file__).parent / "data" / "glorys12_nwmexico" / "mercatorglorys12v1_gl12_mean_201011.nc"
 
@@ -21,6 +23,8 @@ def untrained_checkpoint(tmp_path: Path, variant: str) -> Path:
                               "dataset": {"temp_v1_band": 3}, "model": {"dim": 8, "dim_mults": [1, 2]}})
     module = DepthDifModule(model_settings(config, variant), {"val_samples": 1, "val_sampling_steps": 1},
                             num_target_bands(config, variant))
+    # an untrained network on a first guess fitted to small synthetic patches of the model's size
+    fit_first_guess(module, TinyDataModule(variant, train_size=32, batch_size=16, size=32), config)
     path = tmp_path / f"{variant}.ckpt"
     save_model(module, module.state_dict(), path)
     return path
@@ -99,3 +103,29 @@ def test_cli_reconstruct(tmp_path):
     assert code == 0
     assert out.is_file()
     assert cli.main(["reconstruct", str(checkpoint), str(tmp_path / "missing.nc"), str(out)]) != 0
+
+
+def test_reconstruct_uses_the_checkpoint_first_guess_statistics(tmp_path):
+    """Change the trained covariance in model.ckpt: `depthdif reconstruct` follows it (nothing is hard-coded)."""
+    import torch
+
+    from depthdif.baselines.cokriging import _torus_distance, covariance_dictionary
+    from depthdif.models.module import load_model
+
+    distance, _ = _torus_distance(32)
+    outputs = {}
+    for name, scale in {"short": 1, "long": -1}.items():  # exponential 1 px / Gaussian 24 px correlation
+        (tmp_path / name).mkdir()
+        path = untrained_checkpoint(tmp_path / name, "temp_v1")
+        module = load_model(path)
+        table = covariance_dictionary(distance)[scale].expand_as(module.cokriging.covariance).clone()
+        module.cokriging.set_statistics({"covariance": table, "sigma_table": torch.full_like(
+            module.cokriging.sigma_table, 1e-5)})  # sigma ~ 0: every member is the first guess itself
+        save_model(module, module.state_dict(), path)
+        obs = sparse_observations(tmp_path / name)
+        runs = [xr.open_dataset(reconstruct_file(path, obs, tmp_path / name / f"out{k}.nc", ensemble_size=2, steps=2))
+                ["thetao"].values for k in range(2)]
+        np.testing.assert_allclose(runs[0], runs[1], atol=1e-3)  # deterministic: the stored first guess
+        outputs[name] = runs[0]
+    ocean = np.isfinite(outputs["short"])
+    assert np.abs(outputs["short"][ocean] - outputs["long"][ocean]).max() > 0.05

@@ -95,8 +95,20 @@ def test_persistent_nan_stops_without_a_model(tmp_path):
     datamodule = _datamodule()
     for sample in datamodule.train_set.samples:
         sample["y"] = torch.full_like(sample["y"], float("nan"))
-    config = tiny_config(tmp_path, train={"max_steps": 10, "max_nonfinite_steps": 3, "val_every_n_steps": 100})
+    # the observed-mean units: the default residual units stop earlier, at the first guess's fit (below)
+    config = tiny_config(tmp_path, train={"max_steps": 10, "max_nonfinite_steps": 3, "val_every_n_steps": 100},
+                         model={"working_units": "observed_mean"})
     with pytest.raises(NonFiniteLossError, match="3 training steps in a row"):
+        run_training(config, "temp_v1", tmp_path / "temp_v1", datamodule=datamodule)
+    assert not (tmp_path / "temp_v1" / "model.ckpt").exists()
+
+
+def test_nan_training_patches_stop_the_first_guess_fit_clearly(tmp_path):
+    datamodule = _datamodule()
+    for sample in datamodule.train_set.samples:
+        sample["y"] = torch.full_like(sample["y"], float("nan"))
+    config = tiny_config(tmp_path, train={"max_steps": 10})
+    with pytest.raises(ValueError, match="no usable training patch .* NaN/inf on ocean pixels"):
         run_training(config, "temp_v1", tmp_path / "temp_v1", datamodule=datamodule)
     assert not (tmp_path / "temp_v1" / "model.ckpt").exists()
 

@@ -70,6 +70,7 @@ INDEX_COLUMNS = (
     "num_channels",
 )
 EO_OFFSET_MAX_C = 2.0  # EO degradation: a uniform offset in [-2, 2] °C over the ocean of a patch
+EO_RNG_CHANNEL = 1_000  # the mask_rng stream of a sample's surface degradation (bands use 0..C)
 EO_SPECKLE_STD = 0.01  # multiplicative speckle 1 + 0.01 * N(0, 1) ...
 EO_SPECKLE_CLIP = (0.9, 1.1)  # ... clamped to [0.9, 1.1]
 
@@ -306,8 +307,11 @@ class PatchDataset(Dataset):
         # rot90/flip here, on the CPU; the DataModule passes augment=False and turns whole batches on the
         # training device instead (augment_batch), which takes the slowest step off the loader
         self.transform = self.train and (options["enable_transform"] if augment is None else augment)
-        self.eo_offset = self.train and options["eo_random_offset"]
-        self.eo_speckle = self.train and options["eo_speckle"]
+        # validation/evaluation see the same satellite-like surface as training, fixed by (seed, sample), unless
+        # dataset.eo_degraded_val is off (the reanalysis's own surface, which no satellite provides)
+        self.eo_degraded_val = not self.train and bool(options["eo_degraded_val"])
+        self.eo_offset = (self.train or self.eo_degraded_val) and options["eo_random_offset"]
+        self.eo_speckle = (self.train or self.eo_degraded_val) and options["eo_speckle"]
         self.eo_dropout = float(options["eo_dropout_prob"]) if self.train else 0.0
         self.return_coords, self.return_info = options["return_coords"], options["return_info"]
         self.first_guess = options["first_guess"]
@@ -493,6 +497,8 @@ class PatchDataset(Dataset):
                 else:
                     if self.train:
                         self._degrade_eo(raw[0], rng)
+                    elif self.eo_degraded_val:
+                        self._degrade_eo(raw[0], mask_rng(self.seed, self.keys[item], EO_RNG_CHANNEL))
                     _normalize_into(raw[0:1], code, eo[k])
                     eo_field = eo[k, 0]
             if guesses is not None:
@@ -550,7 +556,7 @@ class PatchDataset(Dataset):
             eo_celsius *= self._speckle(rng, eo_celsius.shape)
 
     def _speckle(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-        if self.mask_reuse <= 0:
+        if self.mask_reuse <= 0 or not self.train:
             return speckle_factors(rng, shape)
         if self._speckle_bank is None:
             self._speckle_bank = _SpeckleBank(rng, self.mask_reuse)

@@ -2,7 +2,8 @@
 
 For each occlusion level the val patches get masks fixed by seed (the val dataset is deterministic), so
 every method sees the same observations. Scores are pooled over hidden ocean pixels, in °C, per band
-(see depthdif.metrics). Outputs: metrics.csv (contract columns + spread), metrics.json (headline summary),
+(see depthdif.metrics). Outputs: metrics.csv (contract columns + spread + the spectral scores of
+depthdif.spectra), metrics.json (headline summary), spectra.csv (per-wavenumber power spectra),
 figures/*.png and reconstruction.nc (one val month rebuilt over the whole exported region).
 """
 
@@ -32,16 +33,23 @@ from depthdif.baselines import (
     run_baseline,
 )
 from depthdif.config import deep_merge
-from depthdif.inference import sample_celsius
-from depthdif.metrics import ScoreAccumulator
+from depthdif.inference import conditional_mean_celsius, first_guess_celsius, sample_celsius
+from depthdif.metrics import ScoreAccumulator, bootstrap_rmse_ratio
 from depthdif.normalization import temperature_denormalize
+from depthdif.spectra import merge_spectral_scores, scores_from_table, spectral_table
 
 log = logging.getLogger(__name__)
 
 PER_PATCH_BASELINES = ("mean_fill", "nearest", "linear", "idw", "biharmonic", "oi")
 ENSEMBLE_MEAN, SINGLE_SAMPLE = "diffusion_ens_mean", "diffusion_sample"
+CONDITIONAL_MEAN = "diffusion_cond_mean"  # the network's x0 estimate from pure noise (no sampling noise)
+COKRIGING = "cokriging"  # the model's trained first guess, scored as a Gaussian posterior
 SWEEP_ENSEMBLE = 4  # members per input in the DDIM-steps sweep (the sweep compares steps, not ensembles)
 SWEEP_BATCHES = 1  # one loader batch of patches: the sweep runs up to 250 steps, the costliest part on a CPU
+# model rows given a ratio to the best baseline in metrics.json: (key prefix, method); rows after the
+# first are optional (diffusion_cond_mean appears only where the model provides it)
+MODEL_RATIOS = (("model", ENSEMBLE_MEAN), ("cond_mean", "diffusion_cond_mean"))
+BOOTSTRAP_RESAMPLES = 2000  # location resamples per ratio interval in metrics.json
 
 
 @dataclass
@@ -54,6 +62,7 @@ class EvalItems:
     eo: np.ndarray | None  # (P, H, W) °C
     sample_ids: list[str]
     batches: list[dict] = field(repr=False, default_factory=list)
+    locations: list[tuple[int, int]] = field(default_factory=list)  # (y0, x0) of each patch: the bootstrap unit
 
     @property
     def hidden(self) -> np.ndarray:
@@ -68,14 +77,23 @@ def band_depths_of(index: pd.DataFrame, config: Mapping, variant: str) -> list[f
     return depths[1:]
 
 
-def select_val_rows(index: pd.DataFrame, max_patches: int, seed: int) -> pd.DataFrame:
-    """Val rows of whole locations (every month of a place), until ``max_patches`` would be exceeded.
+def select_val_rows(index: pd.DataFrame, max_patches: int, seed: int, months_per_location: int | None = None
+                    ) -> pd.DataFrame:
+    """Val rows of whole locations, until ``max_patches`` would be exceeded.
 
-    Whole locations keep the time stacks DINEOF needs and the other years climatology needs.
+    A location keeps every month, or, with ``months_per_location``, the same evenly spaced months at every
+    location: more independent locations for the same number of patches (the bootstrap intervals of the
+    headline ratios resample locations), while DINEOF still gets one common time axis and climatology still
+    finds the other years in the full index.
     """
     val = index[index["split"] == "val"]
     if val.empty:
         raise ValueError("the split index has no val rows; check split.val_fraction and rerun split.")
+    if months_per_location:
+        dates = np.sort(val["date"].unique())
+        if months_per_location < len(dates):
+            keep = dates[np.linspace(0, len(dates) - 1, int(months_per_location)).round().astype(int)]
+            val = val[val["date"].isin(keep)]
     locations = val.groupby(["y0", "x0"]).size().reset_index(name="count")
     order = np.random.default_rng(seed).permutation(len(locations))
     chosen, total = [], 0
@@ -96,7 +114,7 @@ def gather_items(dataset, batch_size: int) -> EvalItems:
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
                                          collate_fn=collate)
-    truths, observed, oceans, eos, ids, batches = [], [], [], [], [], []
+    truths, observed, oceans, eos, ids, locations, batches = [], [], [], [], [], [], []
     for batch in loader:
         ocean = batch["land_mask"].numpy() > 0
         valid = (batch["valid_mask"].numpy() > 0) & ocean
@@ -108,33 +126,65 @@ def gather_items(dataset, batch_size: int) -> EvalItems:
             eo = temperature_denormalize(batch["eo"].numpy()[:, 0].astype(np.float64))
             eos.append(np.where(ocean.any(axis=1), eo, np.nan))
         ids.extend(batch["info"]["sample_id"])
+        locations.extend((int(y0), int(x0)) for y0, x0 in zip(batch["info"]["y0"], batch["info"]["x0"], strict=True))
         batches.append(batch)
     return EvalItems(
         truth=np.concatenate(truths), observed=np.concatenate(observed), ocean=np.concatenate(oceans),
-        eo=np.concatenate(eos) if eos else None, sample_ids=list(ids), batches=batches,
+        eo=np.concatenate(eos) if eos else None, sample_ids=list(ids), batches=batches, locations=locations,
     )
 
 
 def score_diffusion(module, items: EvalItems, fraction: float, depths: list[float], scores: ScoreAccumulator,
                     ensemble_size: int, steps: int, seed: int) -> dict[str, np.ndarray]:
-    """Ensemble (mean, CRPS, spread/skill) and one single member of the model; predictions for the figures."""
-    means, stds, singles = [], [], []
+    """The model's ensemble (mean, CRPS, spread/skill), one member, its conditional mean, and its cokriging first
+    guess as a Gaussian posterior (mean, sigma); predictions for the figures."""
+    out: dict[str, list[np.ndarray]] = {"mean": [], "std": [], "single": [], COKRIGING: [], CONDITIONAL_MEAN: [],
+                                        "ranks": []}
     start = 0
     for batch in tqdm(items.batches, desc=f"diffusion @ {fraction}", unit="batch", leave=False):
         mean, std, members = sample_celsius(module, batch, ensemble_size, steps, seed=seed + start)
         size = mean.shape[0]
-        truth, hidden = items.truth[start : start + size], items.hidden[start : start + size]
+        truth, hidden = np.nan_to_num(items.truth[start : start + size]), items.hidden[start : start + size]
+        extra = {}
+        if module.residual:
+            guess, sigma = first_guess_celsius(module, batch)
+            extra = {COKRIGING: guess, CONDITIONAL_MEAN: conditional_mean_celsius(module, batch, seed=seed + start)}
         for b, depth in enumerate(depths):
             for i in range(size):
+                where = {"location": items.locations[start + i]}
                 ocean_members = np.nan_to_num(members[i, :, b])  # land is outside the region anyway
-                scores.add(ENSEMBLE_MEAN, b, fraction, ocean_members, np.nan_to_num(truth[i, b]), hidden[i, b], depth)
-                scores.add(SINGLE_SAMPLE, b, fraction, ocean_members[0], np.nan_to_num(truth[i, b]), hidden[i, b],
-                           depth)
-        means.append(mean)
-        stds.append(std)
-        singles.append(members[:, 0])
+                scores.add(ENSEMBLE_MEAN, b, fraction, ocean_members, truth[i, b], hidden[i, b], depth, **where)
+                scores.add(SINGLE_SAMPLE, b, fraction, ocean_members[0], truth[i, b], hidden[i, b], depth, **where)
+                if extra:
+                    scores.add(COKRIGING, b, fraction, np.nan_to_num(extra[COKRIGING][i, b]), truth[i, b], hidden[i, b],
+                               depth, sigma=np.nan_to_num(sigma[i, b]), **where)
+                    scores.add(CONDITIONAL_MEAN, b, fraction, np.nan_to_num(extra[CONDITIONAL_MEAN][i, b]),
+                               truth[i, b], hidden[i, b], depth, **where)
+        out["ranks"].append(rank_counts(members, truth, hidden, ensemble_size))
+        out["mean"].append(mean)
+        out["std"].append(std)
+        out["single"].append(members[:, 0])
+        for name, values in extra.items():
+            out[name].append(values)
         start += size
-    return {"mean": np.concatenate(means), "std": np.concatenate(stds), "single": np.concatenate(singles)}
+    result = {name: np.concatenate(values) for name, values in out.items() if values and name != "ranks"}
+    result["ranks"] = np.sum(out["ranks"], axis=0)
+    return result
+
+
+def rank_counts(members: np.ndarray, truth: np.ndarray, hidden: np.ndarray, ensemble_size: int) -> np.ndarray:
+    """(C, N + 1) counts of the truth's rank among the N members at hidden pixels (ties split at random)."""
+    counts = np.zeros((members.shape[2], ensemble_size + 1), dtype=np.int64)
+    rng = np.random.default_rng(0)
+    for b in range(members.shape[2]):
+        region = hidden[:, b]
+        ens = np.moveaxis(members[:, :, b], 1, -1)[region]  # (n, N)
+        y = truth[:, b][region][:, None]
+        below = (ens < y).sum(1)
+        ties = (ens == y).sum(1)
+        ranks = below + np.floor(rng.random(len(below)) * (ties + 1)).astype(np.int64)
+        counts[b] += np.bincount(ranks, minlength=ensemble_size + 1)
+    return counts
 
 
 def run_per_patch_baselines(items: EvalItems, variant: str, fraction: float, depths: list[float],
@@ -152,7 +202,8 @@ def run_per_patch_baselines(items: EvalItems, variant: str, fraction: float, dep
                     scores.add_unavailable(name, b, fraction, depth)
                     continue
                 predictions[name][i, b] = pred
-                scores.add(name, b, fraction, pred, items.truth[i, b], items.hidden[i, b], depth)
+                scores.add(name, b, fraction, pred, items.truth[i, b], items.hidden[i, b], depth,
+                           location=items.locations[i])
     return predictions
 
 
@@ -173,29 +224,64 @@ def run_climatology(items: EvalItems, index: pd.DataFrame, patches_dir: Path, ch
                 scores.add_unavailable("climatology", b, fraction, depth)
                 continue
             out[i, b] = pred
-            scores.add("climatology", b, fraction, pred, items.truth[i, b], items.hidden[i, b], depth)
+            scores.add("climatology", b, fraction, pred, items.truth[i, b], items.hidden[i, b], depth,
+                       location=items.locations[i])
     return out
 
 
 def run_dineof(items: EvalItems, rows: pd.DataFrame, fraction: float, depths: list[float],
-               scores: ScoreAccumulator, seed: int, max_modes: int) -> np.ndarray:
-    """The published peer (pydineof) on the time stack of each val location, band by band."""
+               scores: ScoreAccumulator, seed: int, max_modes: int, stack: str = "window") -> np.ndarray:
+    """The published peer DINEOF (pydineof) on the val time stacks, band by band.
+
+    Args:
+        items: the val patches of this occlusion level (°C; DINEOF sees exactly their observed pixels).
+        rows: the val index rows of ``items`` (``sample_id``, ``y0``, ``x0``, ``date``).
+        fraction, depths, scores: the occlusion level, band depths (m) and the accumulator to score into.
+        seed: chooses DINEOF's cross-validation points.
+        max_modes: the most EOF modes DINEOF may retain (``evaluate.dineof_max_modes``).
+        stack: ``"window"``: one DINEOF per val location on its own months (``(T, H, W)``);
+            ``"locations"``: one DINEOF for all val locations side by side (``(L, T, H, W)``) on the union
+            of their months, a month a location lacks entering as an all-missing frame (not scored).
+
+    Returns:
+        ``(P, C, H, W)`` °C predictions, NaN on land and where DINEOF could not run.
+
+    ``"window"`` is the default because it measured better on this repo's ocean at every band and
+    occlusion (bench/dineof_peer.py): its eddies are independent from place to place, so one matrix for
+    all locations needs the sum of their ranks while 24 months allow at most 17 modes.
+    """
+    if stack not in ("window", "locations"):
+        raise ValueError(f"run_dineof: stack must be 'window' or 'locations'; got {stack!r}")
     out = np.full(items.truth.shape, np.nan)
     positions = {sid: i for i, sid in enumerate(items.sample_ids)}
-    for _, group in rows.groupby(["y0", "x0"]):
-        members = [positions[s] for s in group.sort_values("date")["sample_id"] if s in positions]
+    present = rows[rows["sample_id"].isin(positions)]
+    groups = [group for _, group in present.groupby(["y0", "x0"])]
+    units = [groups] if stack == "locations" else [[group] for group in groups]
+    for unit in units:
+        months = sorted(set().union(*(group["date"] for group in unit)))
+        slot = {month: t for t, month in enumerate(months)}
+        # item index of each (location, month); -1 where a location lacks that month
+        members = np.full((len(unit), len(months)), -1)
+        for k, group in enumerate(unit):
+            for date, sample_id in zip(group["date"], group["sample_id"], strict=True):
+                members[k, slot[date]] = positions[sample_id]
+        where = [tuple(group.iloc[0][["y0", "x0"]]) for group in unit]
         for b, depth in enumerate(depths):
-            ocean = items.ocean[members, b].all(axis=0)
+            ocean = np.stack([items.ocean[row[row >= 0], b].all(axis=0) for row in members])
+            observed = np.where(members[..., None, None] >= 0, items.observed[members, b], np.nan)
             try:
-                filled = dineof_fill(items.observed[members, b], ocean, max_modes=max_modes, seed=seed)
+                filled = dineof_fill(observed, ocean, max_modes=max_modes, seed=seed)
             except BaselineUnavailable as why:
-                log.info("dineof skipped at %s band %d: %s", tuple(group.iloc[0][["y0", "x0"]]), b, why)
-                scores.add_unavailable("dineof", b, fraction, depth)
+                log.info("dineof skipped at %s band %d: %s", where if len(where) > 1 else where[0], b, why)
+                for _ in unit:
+                    scores.add_unavailable("dineof", b, fraction, depth)
                 continue
-            for k, i in enumerate(members):
-                region = items.hidden[i, b] & ocean
-                out[i, b] = filled[k]
-                scores.add("dineof", b, fraction, filled[k], items.truth[i, b], region, depth)
+            for k, t in zip(*np.nonzero(members >= 0), strict=True):
+                i = members[k, t]
+                region = items.hidden[i, b] & ocean[k]
+                out[i, b] = filled[k, t]
+                scores.add("dineof", b, fraction, filled[k, t], items.truth[i, b], region, depth,
+                           location=items.locations[i])
     return out
 
 
@@ -218,27 +304,82 @@ def steps_sweep(module, items: EvalItems, depths: list[float], steps_list: list[
     return pd.DataFrame(rows)
 
 
-def summarise(metrics: pd.DataFrame, variant: str, seconds: float, n_patches: int) -> dict:
-    """Headline: per occlusion level, the model's RMSE next to the best baseline's (pooled over bands)."""
+def _json_float(value) -> float | None:
+    """A finite float, or None (metrics.json stays strict JSON: no NaN)."""
+    return float(value) if value is not None and np.isfinite(value) else None
+
+
+def _ratio_interval(scores: ScoreAccumulator | None, model: str, best: str, fraction: float,
+                    band: int | None = None) -> tuple[list, int | None]:
+    """95 % interval of RMSE(model) / RMSE(best) from a bootstrap over val locations, and their number.
+
+    ``[None, None], None`` without an accumulator, or when some of the two methods' pixels were scored
+    without a location (the interval would then not be that of the reported ratio).
+    """
+    if scores is None:
+        return [None, None], None
+    unlocated = scores.unlocated_pixels(model, fraction, band) + scores.unlocated_pixels(best, fraction, band)
+    if unlocated:
+        log.warning("no location bootstrap for %s / %s at %s (band %s): %d pixels were scored without a location",
+                    model, best, fraction, "all" if band is None else band, unlocated)
+        return [None, None], None
+    sums = scores.paired_location_sums(model, best, fraction, band, shared_only=False)
+    _, low, high = bootstrap_rmse_ratio(sums.sse_a, sums.n_a, sums.sse_b, sums.n_b, n_boot=BOOTSTRAP_RESAMPLES,
+                                        level=0.95, seed=0)
+    return [_json_float(low), _json_float(high)], len(sums.locations)
+
+
+def _model_vs_best(group: pd.DataFrame, scores: ScoreAccumulator | None, fraction: float,
+                   band: int | None) -> dict:
+    """Model rows against the best non-oracle baseline of ``group`` (rows with pixels, one band or pooled)."""
+    others = group[~group["method"].str.startswith("diffusion") & (group["method"] != "climatology")]
+    best = others.loc[others["rmse_c"].idxmin()] if len(others) else None
+    entry: dict = {}
+    for prefix, method in MODEL_RATIOS:
+        model = group[group["method"] == method]["rmse_c"]
+        if prefix != "model" and not len(model):
+            continue  # optional model rows (e.g. diffusion_cond_mean) appear only when scored
+        entry[f"{method}_rmse_c"] = float(model.iloc[0]) if len(model) else None
+        if prefix == "model":
+            entry["best_baseline"] = None if best is None else str(best["method"])
+            entry["best_baseline_rmse_c"] = None if best is None else float(best["rmse_c"])
+        ratio = None if best is None or not len(model) else float(model.iloc[0] / best["rmse_c"])
+        entry[f"{prefix}_over_best_baseline"] = ratio
+        interval, n_locations = ([None, None], None) if ratio is None else _ratio_interval(
+            scores, method, str(best["method"]), fraction, band)
+        entry[f"{prefix}_over_best_baseline_ci95"] = interval
+        if prefix == "model":
+            entry["n_locations"] = n_locations
+    return entry
+
+
+def summarise(metrics: pd.DataFrame, variant: str, seconds: float, n_patches: int,
+              scores: ScoreAccumulator | None = None) -> dict:
+    """Headline: per occlusion level, the model's RMSE next to the best baseline's (pooled over bands).
+
+    With the accumulator ``scores`` (its adds given ``location=``), each model/best-baseline ratio gets a
+    95 % percentile interval from a bootstrap over val locations (``*_ci95``; pixels and months of one
+    location are correlated, so locations, not pixels, are resampled: depthdif.metrics.bootstrap_rmse_ratio)
+    and ``n_locations``.  ``per_band`` repeats this per band, with the best baseline chosen per band.
+    """
     pooled = metrics.assign(sse=metrics["rmse_c"] ** 2 * metrics["n_pixels"]).groupby(
         ["method", "mask_fraction"], as_index=False)[["sse", "n_pixels"]].sum()
     pooled["rmse_c"] = np.sqrt(pooled["sse"] / pooled["n_pixels"].clip(lower=1))
     headline = []
     for fraction, group in pooled.groupby("mask_fraction"):
-        group = group[group["n_pixels"] > 0]
-        model = group[group["method"] == ENSEMBLE_MEAN]["rmse_c"]
-        others = group[~group["method"].str.startswith("diffusion") & (group["method"] != "climatology")]
-        best = others.loc[others["rmse_c"].idxmin()] if len(others) else None
-        headline.append({
-            "mask_fraction": float(fraction),
-            "diffusion_ens_mean_rmse_c": float(model.iloc[0]) if len(model) else None,
-            "best_baseline": None if best is None else str(best["method"]),
-            "best_baseline_rmse_c": None if best is None else float(best["rmse_c"]),
-            "model_over_best_baseline": None if best is None or not len(model) else float(model.iloc[0] / best["rmse_c"]),
-        })
+        entry = {"mask_fraction": float(fraction)}
+        entry.update(_model_vs_best(group[group["n_pixels"] > 0], scores, float(fraction), None))
+        at = metrics[(metrics["mask_fraction"] == fraction) & (metrics["n_pixels"] > 0)]
+        entry["per_band"] = [
+            {"band": int(band), "depth_m": _json_float(rows["depth_m"].iloc[0]),
+             **_model_vs_best(rows, scores, float(fraction), int(band))}
+            for band, rows in at.groupby("band")
+        ]
+        headline.append(entry)
     return {"variant": variant, "val_patches": n_patches, "seconds": round(seconds, 1),
             "note": "climatology uses other years' full fields (information the model does not get) and is "
-                    "left out of best_baseline",
+                    "left out of best_baseline; *_ci95: 95 % percentile interval of the ratio from "
+                    f"{BOOTSTRAP_RESAMPLES} bootstrap resamples of val locations (not pixels)",
             "headline": headline}
 
 
@@ -246,7 +387,12 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     """The whole protocol for one variant; returns the metrics.csv path."""
     from depthdif.datasets import PatchDataset
     from depthdif.models.module import load_model
-    from depthdif.plots import plot_rmse_vs_occlusion, plot_rmse_vs_steps
+    from depthdif.plots import (
+        plot_power_spectra,
+        plot_rank_histograms,
+        plot_rmse_vs_occlusion,
+        plot_rmse_vs_steps,
+    )
     from depthdif.reconstruct_month import reconstruct_month
 
     started = time.perf_counter()
@@ -255,7 +401,7 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     torch.set_num_threads(int(config["train"]["threads"]))
     index_csv = Path(config["data_dir"]) / "patches" / "patch_index_split.csv"
     index = pd.read_csv(index_csv)
-    rows = select_val_rows(index, settings["max_patches"], seed)
+    rows = select_val_rows(index, settings["max_patches"], seed, settings["months_per_location"])
     rows.attrs["index_dir"] = str(index_csv.parent)
     eval_config = deep_merge(config, {"dataset": {"return_info": True, "return_coords": True}})
     depths = band_depths_of(index, config, variant)
@@ -268,6 +414,8 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     figures_dir.mkdir(parents=True, exist_ok=True)
     figure_fraction = min(settings["mask_fractions"], key=lambda f: abs(f - 0.95))
     sweep_items = None
+    rank_histograms: dict[float, np.ndarray] = {}
+    spectra: list[pd.DataFrame] = []  # per-wavenumber PSDs of each occlusion level (depthdif.spectra)
     for fraction in settings["mask_fractions"]:
         dataset = PatchDataset(rows, eval_config, split="val", variant=variant, mask_fraction=fraction, seed=seed)
         items = gather_items(dataset, config["loader"]["batch_size"])
@@ -281,20 +429,29 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
             if settings["dineof"]:
                 baselines["dineof"] = run_dineof(items, rows, fraction, depths, scores, seed,
                                                  settings["dineof_max_modes"])
+        spectra.append(spectral_table(items.truth, items.ocean, {
+            SINGLE_SAMPLE: model["single"], ENSEMBLE_MEAN: model["mean"], **baselines,
+            **{name: model[name] for name in (COKRIGING, CONDITIONAL_MEAN) if name in model}}, fraction, depths))
+        rank_histograms[fraction] = model["ranks"]
         if fraction == figure_fraction:
             sweep_items = items
             _example_figures(items, model, baselines, depths, fraction, settings["figure_patches"], figures_dir)
+    plot_rank_histograms(rank_histograms, [f"{d:.1f} m" for d in depths], figures_dir / "rank_histogram.png")
     metrics = scores.to_frame(spread=True)
     sweep = steps_sweep(module, sweep_items, depths, settings["steps_sweep"], max_batches=SWEEP_BATCHES, seed=seed)
     plot_rmse_vs_occlusion(metrics, figures_dir / "rmse_vs_occlusion.png")
     plot_rmse_vs_steps(sweep, figures_dir / "rmse_vs_ddim_steps.png")
     atomic_to_csv(sweep, Path(out_dir) / "ddim_steps.csv")
+    spectra_table = pd.concat(spectra, ignore_index=True)
+    atomic_to_csv(spectra_table, Path(out_dir) / "spectra.csv")
+    plot_power_spectra(spectra_table, figure_fraction, figures_dir / "power_spectra.png")
     # one val month rebuilt over the whole exported region
     reconstruct_month(module, config, index, variant, int(rows["date"].iloc[0]), Path(out_dir) / "reconstruction.nc",
                       seed=seed)
-    summary = summarise(metrics, variant, time.perf_counter() - started, len(rows))
+    summary = summarise(metrics, variant, time.perf_counter() - started, len(rows), scores=scores)
     atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(summary, indent=2) + "\n")
     metrics_csv = Path(out_dir) / "metrics.csv"
+    metrics = merge_spectral_scores(metrics, scores_from_table(spectra_table))  # NaN for non-spectral methods
     atomic_to_csv(metrics, metrics_csv)  # last: the file Snakemake waits for
     log.info("headline: %s", json.dumps(summary["headline"]))
     return metrics_csv
@@ -307,6 +464,8 @@ def _example_figures(items: EvalItems, model: dict, baselines: dict, depths: lis
     shown = ["oi", "biharmonic", "eo_regression_oi", "dineof"]
     for i in range(min(count, items.truth.shape[0])):
         predictions = {"diffusion mean": model["mean"][i], "diffusion sample": model["single"][i]}
+        if COKRIGING in model:
+            predictions["cokriging"] = model[COKRIGING][i]
         predictions.update({name: baselines[name][i] for name in shown if name in baselines})
         plot_example(items.truth[i], items.observed[i], predictions, model["std"][i],
                      [f"{d:.1f} m" for d in depths],

@@ -102,3 +102,18 @@ def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: in
     mean = np.where(ocean[:, 0], temperature_denormalize(members_z.mean(axis=1)), np.nan)
     std = np.where(ocean[:, 0], temperature_error_to_celsius(members_z.std(axis=1)), np.nan)
     return mean, std, members
+
+
+def first_guess_celsius(module, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The model's cokriging first guess in °C and its posterior sigma in °C, (B, C, H, W), NaN on land."""
+    guess_z, sigma_c = module.first_guess_of(batch)
+    ocean = batch["land_mask"].numpy() > 0
+    guess = np.where(ocean, temperature_denormalize(guess_z.double().cpu().numpy()), np.nan)
+    return guess, np.where(ocean, sigma_c.double().cpu().numpy(), np.nan)
+
+
+def conditional_mean_celsius(module, batch: dict, seed: int = 0) -> np.ndarray:
+    """The network's one-call estimate of the conditional mean (see DepthDifModule.conditional_mean), °C."""
+    generator = torch.Generator().manual_seed(seed)
+    estimate = module.conditional_mean(batch, generator=generator).double().cpu().numpy()
+    return np.where(batch["land_mask"].numpy() > 0, temperature_denormalize(estimate), np.nan)

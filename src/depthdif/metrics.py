@@ -24,8 +24,10 @@ All inputs must already be in °C (``depthdif.normalization.temperature_denormal
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,8 +109,10 @@ class BandScore:
         )
 
 
-def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> _Sums:
-    """Sums of one band: ``pred`` of truth's shape (deterministic) or with a leading member axis."""
+def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, sigma: np.ndarray | None = None) -> _Sums:
+    """Sums of one band: ``pred`` of truth's shape (deterministic) or with a leading member axis; with ``sigma``
+    (truth's shape, °C) a deterministic ``pred`` is the mean of a Gaussian posterior, scored with its CRPS and
+    its spread ``sigma``."""
     pred = np.asarray(pred, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.float64)
     region = np.asarray(region)
@@ -147,6 +151,15 @@ def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray) -> _Sums
         se=float(error.sum()),
         crps=float(crps_ensemble(x, y).sum()) if is_ensemble else float(np.abs(error).sum()),
     )
+    if sigma is not None and not is_ensemble:
+        spread = np.asarray(sigma, dtype=np.float64)[region]
+        if spread.shape != y.shape or not np.isfinite(spread).all() or (spread < 0).any():
+            raise ScoreInputError("sigma must have truth's shape and be finite and >= 0 on the scoring region")
+        sums.crps = float(np.asarray(scoringrules.crps_normal(y, x[0], np.maximum(spread, 1e-12))).sum())
+        sums.ensemble_n = sums.n
+        sums.corrected_var = float(spread @ spread)  # a distribution, not N draws: no (N+1)/N factor
+        sums.ensemble_sse = sums.sse
+        return sums
     n_members = x.shape[0]
     if is_ensemble and n_members > 1 and y.size:
         sums.ensemble_n = sums.n
@@ -175,16 +188,106 @@ def spread_skill_ratio(members: np.ndarray, truth: np.ndarray, region: np.ndarra
     return score_band(members, truth, region).spread_skill
 
 
+def _rmse_ratio(totals: np.ndarray) -> np.ndarray:
+    """``sqrt(sse_a / n_a) / sqrt(sse_b / n_b)`` of totals stacked on the first axis (4, ...); NaN where 0/0."""
+    sse_a, n_a, sse_b, n_b = totals
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.sqrt(sse_a / n_a) / np.sqrt(sse_b / n_b)
+
+
+def bootstrap_rmse_ratio(
+    sse_a: np.ndarray,
+    n_a: np.ndarray,
+    sse_b: np.ndarray,
+    n_b: np.ndarray,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int | None = 0,
+) -> tuple[float, float, float]:
+    """Ratio of two pooled RMSEs and its percentile bootstrap interval, resampling whole locations.
+
+    The pixels (and months) of one location share its errors, so they are not independent draws and a
+    pixel bootstrap gives intervals far too narrow.  The resampling unit here is the location: each of
+    ``n_boot`` resamples draws L locations with replacement (multinomial counts, one (n_boot, L) matrix),
+    pools their sums and recomputes ``sqrt(sum sse_a / sum n_a) / sqrt(sum sse_b / sum n_b)``; the interval
+    is the percentile interval of those ratios.  This is the cluster (block) bootstrap of Efron &
+    Tibshirani (1993, *An Introduction to the Bootstrap*, Chapman & Hall: ch. 8 for structured/dependent
+    data, ch. 13 for the percentile interval); resampling blocks rather than single observations to keep
+    their dependence follows Künsch (1989, Ann. Statist. 17, 1217-1241).  Both methods are resampled with
+    the same counts (a paired bootstrap), so a location effect shared by both largely cancels in the ratio.
+    Its coverage is only asymptotic in L: with tens of locations expect roughly, not exactly, ``level``.
+
+    Args:
+        sse_a: (L,) per-location sums of squared errors of method A, in °C².
+        n_a: (L,) per-location pixel counts of method A (dimensionless, >= 0).
+        sse_b: (L,) the same as ``sse_a`` for method B, locations in the same order.
+        n_b: (L,) the same as ``n_a`` for method B.
+        n_boot: number of resamples (>= 1).
+        level: coverage of the interval, in (0, 1); 0.95 gives the 2.5 and 97.5 percentiles.
+        seed: seed of ``numpy.random.default_rng``; the interval is reproducible for a given seed.
+
+    Returns:
+        ``(ratio, low, high)``, dimensionless: RMSE_A / RMSE_B pooled over all L locations and the bounds of
+        its percentile interval.  ``low`` and ``high`` are NaN with fewer than 2 locations (nothing to
+        resample).  ``ratio`` is NaN when a method has no pixels, inf when B's errors are all zero;
+        resamples in which a method has no pixels (0/0) are left out of the percentiles.
+
+    Raises:
+        ScoreInputError: the arrays are not 1-D of one length, hold negative or non-finite values,
+            ``n_boot < 1``, or ``level`` is outside (0, 1).
+    """
+    arrays = [np.asarray(a, dtype=np.float64) for a in (sse_a, n_a, sse_b, n_b)]
+    if any(a.ndim != 1 for a in arrays) or len({a.shape for a in arrays}) != 1:
+        raise ScoreInputError(
+            "bootstrap_rmse_ratio needs four 1-D per-location arrays of one length; got shapes "
+            f"{[a.shape for a in arrays]}"
+        )
+    if not all(np.isfinite(a).all() and (a >= 0).all() for a in arrays):
+        raise ScoreInputError("bootstrap_rmse_ratio: per-location sums must be finite and >= 0")
+    if int(n_boot) < 1:
+        raise ScoreInputError(f"bootstrap_rmse_ratio: n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < float(level) < 1.0:
+        raise ScoreInputError(f"bootstrap_rmse_ratio: level must be in (0, 1), got {level}")
+    sums = np.stack(arrays, axis=1)  # (L, 4): sse_a, n_a, sse_b, n_b
+    ratio = float(_rmse_ratio(sums.sum(axis=0)))
+    n_locations = sums.shape[0]
+    if n_locations < 2:
+        return ratio, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_locations, np.full(n_locations, 1.0 / n_locations), size=int(n_boot))
+    ratios = _rmse_ratio((counts @ sums).T)  # (n_boot,)
+    ratios = ratios[~np.isnan(ratios)]
+    if not ratios.size:
+        return ratio, math.nan, math.nan
+    low, high = np.quantile(ratios, [(1.0 - level) / 2.0, (1.0 + level) / 2.0])
+    return ratio, float(low), float(high)
+
+
+@dataclass(frozen=True)
+class LocationSums:
+    """Per-location sums of two methods over the same locations (see :meth:`ScoreAccumulator.paired_location_sums`)."""
+
+    locations: list[Hashable]
+    sse_a: np.ndarray  # (L,) °C²
+    n_a: np.ndarray  # (L,) pixels
+    sse_b: np.ndarray  # (L,) °C²
+    n_b: np.ndarray  # (L,) pixels
+
+
 @dataclass
 class ScoreAccumulator:
     """Pooled scores keyed by (method, band, mask_fraction), written as the long metrics.csv table.
 
     Call :meth:`add` for every patch (sums are pooled, see the module docstring) and
     :meth:`add_unavailable` when a method could not run on a patch (its row then exists with NaN
-    scores and 0 pixels if it never ran).  :meth:`to_frame` gives the contract columns.
+    scores and 0 pixels if it never ran).  :meth:`to_frame` gives the contract columns.  With
+    ``add(..., location=...)`` it also keeps, per (method, band, mask_fraction, location), the sum of
+    squared errors and the pixel count, for bootstrap intervals over locations (:func:`bootstrap_rmse_ratio`).
     """
 
     _cells: dict[tuple[str, int, float], _Sums] = field(default_factory=dict)
+    # (method, band, mask_fraction) -> location -> [sse, n]
+    _by_location: dict[tuple[str, int, float], dict[Hashable, list]] = field(default_factory=dict)
 
     def _cell(self, method: str, band: int, mask_fraction: float, depth_m: float) -> _Sums:
         key = (str(method), int(band), float(mask_fraction))
@@ -204,10 +307,28 @@ class ScoreAccumulator:
         truth: np.ndarray,
         region: np.ndarray,
         depth_m: float = math.nan,
+        *,
+        location: Hashable | None = None,
+        sigma: np.ndarray | None = None,
     ) -> BandScore:
-        """Pool one patch's band (arguments as :func:`score_band`); returns that patch's own scores."""
-        sums = _band_sums(pred, truth, region)
+        """Pool one patch's band (arguments as :func:`score_band`); returns that patch's own scores.
+
+        ``location`` (any hashable, e.g. the patch's ``(y0, x0)``) also adds the patch's squared errors and
+        pixel count to that location's sums (:meth:`location_sums`); None keeps only the pooled sums.
+        ``sigma`` (°C, truth's shape) scores a deterministic ``pred`` as a Gaussian posterior (CRPS, spread).
+        """
+        sums = _band_sums(pred, truth, region, sigma)
+        if location is not None:
+            try:
+                hash(location)
+            except TypeError:
+                raise ScoreInputError(f"location must be hashable (e.g. a (y0, x0) tuple), got {location!r}") from None
         self._cell(method, band, mask_fraction, depth_m).add(sums)
+        if location is not None:
+            key = (str(method), int(band), float(mask_fraction))
+            located = self._by_location.setdefault(key, {}).setdefault(location, [0.0, 0])
+            located[0] += sums.sse
+            located[1] += sums.n
         return BandScore.from_sums(sums)
 
     def add_unavailable(self, method: str, band: int, mask_fraction: float, depth_m: float = math.nan) -> None:
@@ -216,6 +337,59 @@ class ScoreAccumulator:
 
     def score(self, method: str, band: int, mask_fraction: float) -> BandScore:
         return BandScore.from_sums(self._cells[(str(method), int(band), float(mask_fraction))])
+
+    def location_sums(self, method: str, mask_fraction: float, band: int | None = None) -> dict[Hashable, tuple[float, int]]:
+        """``{location: (sse in °C², pixel count)}`` of ``method``: one ``band``, or pooled over bands if None."""
+        out: dict[Hashable, list] = {}
+        for (name, b, fraction), by_location in self._by_location.items():
+            if name != str(method) or fraction != float(mask_fraction) or (band is not None and b != int(band)):
+                continue
+            for location, (sse, n) in by_location.items():
+                total = out.setdefault(location, [0.0, 0])
+                total[0] += sse
+                total[1] += n
+        return {location: (sse, n) for location, (sse, n) in out.items()}
+
+    def unlocated_pixels(self, method: str, mask_fraction: float, band: int | None = None) -> int:
+        """Pixels of ``method`` pooled without a location (``add`` without ``location=``)."""
+        pooled = sum(
+            sums.n for (name, b, fraction), sums in self._cells.items()
+            if name == str(method) and fraction == float(mask_fraction) and (band is None or b == int(band))
+        )
+        located = sum(n for _, n in self.location_sums(method, mask_fraction, band).values())
+        return int(pooled - located)
+
+    def paired_location_sums(
+        self,
+        method_a: str,
+        method_b: str,
+        mask_fraction: float,
+        band: int | None = None,
+        shared_only: bool = True,
+    ) -> LocationSums:
+        """Per-location sums of two methods aligned on the same locations, for :func:`bootstrap_rmse_ratio`.
+
+        Pooled over bands if ``band`` is None, else of that band.  ``shared_only`` keeps the locations both
+        methods were scored at; False keeps every location either was scored at (zeros where one was not),
+        so that the pooled ratio equals that of all their pixels.  Locations are sorted when they can be
+        compared (else in the order first added).
+        """
+        a = self.location_sums(method_a, mask_fraction, band)
+        b = self.location_sums(method_b, mask_fraction, band)
+        if shared_only:
+            locations = [location for location in a if location in b]
+        else:
+            locations = list(a) + [location for location in b if location not in a]
+        with contextlib.suppress(TypeError):  # mixed or unorderable location keys: first-added order
+            locations = sorted(locations)
+        zero = (0.0, 0)
+        return LocationSums(
+            locations=locations,
+            sse_a=np.array([a.get(location, zero)[0] for location in locations], dtype=np.float64),
+            n_a=np.array([a.get(location, zero)[1] for location in locations], dtype=np.float64),
+            sse_b=np.array([b.get(location, zero)[0] for location in locations], dtype=np.float64),
+            n_b=np.array([b.get(location, zero)[1] for location in locations], dtype=np.float64),
+        )
 
     def to_frame(self, spread: bool = False) -> pd.DataFrame:
         """Long table with :data:`METRIC_COLUMNS` (plus ``spread_c``, ``spread_skill`` if ``spread``)."""

@@ -98,6 +98,27 @@ def plot_rmse_vs_steps(sweep: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_rank_histograms(counts: Mapping[float, np.ndarray], band_labels: Sequence[str], path: Path) -> Path:
+    """Rank histograms of the truth among the ensemble members, one panel per band, one line per occlusion.
+
+    ``counts[fraction]`` is (C, N + 1). Flat = calibrated; U-shaped = over-confident (too little spread);
+    dome-shaped = under-confident; sloped = biased.
+    """
+    bands = len(band_labels)
+    fig, axes = plt.subplots(1, bands, figsize=(4.2 * bands, 3.4), squeeze=False)
+    for b, ax in enumerate(axes[0]):
+        for fraction, table in sorted(counts.items()):
+            share = table[b] / max(table[b].sum(), 1)
+            ax.step(np.arange(len(share)), share * len(share), where="mid", label=f"{fraction:.1%} hidden")
+        ax.axhline(1.0, color="0.5", lw=0.8, ls="--")
+        ax.set_title(band_labels[b])
+        ax.set_xlabel("rank of the truth among the members")
+        ax.set_ylabel("frequency / uniform")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle("Rank histograms of the diffusion ensemble (flat = calibrated)")
+    return _save(fig, path)
+
+
 def plot_field(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: str, path: Path) -> Path:
     """A reconstructed map (°C) on its latitude/longitude grid."""
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -106,4 +127,52 @@ def plot_field(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: str, 
     ax.set_xlabel("longitude (°E)")
     ax.set_ylabel("latitude (°N)")
     ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def plot_power_spectra(table: pd.DataFrame, fraction: float, path: Path) -> Path:
+    """PSD(method) / PSD(truth) against wavelength (px, log axes), one panel per band, one line per method.
+
+    ``table`` is depthdif.spectra.spectral_table's (spectra.csv); the occlusion level shown is the one of
+    the table nearest ``fraction``.  1 (dashed) = the truth's variance at that scale; below = too smooth.
+    The shaded span is the small-scale band of ``psd_ratio_small_scales``.
+    """
+    from depthdif.spectra import SMALL_SCALE_WAVELENGTH_PX
+
+    rows = table[np.isfinite(table["psd_ratio"]) & (table["psd_ratio"] > 0)]
+    shown = min(rows["mask_fraction"].unique(), key=lambda f: abs(f - fraction)) if len(rows) else fraction
+    rows = rows[rows["mask_fraction"] == shown]
+    bands = sorted(table["band"].unique()) or [0]
+    longest = float(table["wavelength_px"].max()) if len(table) else 2.0
+    fig, axes = plt.subplots(1, len(bands), figsize=(4.2 * len(bands), 3.6), squeeze=False)
+    colours = {m: f"C{i}" for i, m in enumerate(dict.fromkeys(table["method"]))}  # one colour per method
+    for ax, band in zip(axes[0], bands, strict=True):
+        at = rows[rows["band"] == band]
+        for method, group in at.groupby("method", sort=False):
+            group = group.sort_values("wavelength_px")
+            style = "-" if method.startswith("diffusion") else "--"
+            ax.plot(group["wavelength_px"], group["psd_ratio"], style, marker=".", markersize=3, linewidth=1.2,
+                    color=colours[method], label=method)
+        ax.axhline(1.0, color="0.3", lw=0.8, ls="--")
+        ax.axvspan(2.0, SMALL_SCALE_WAVELENGTH_PX, color="0.9", zorder=0)
+        ax.set_xscale("log")
+        ticks = [2.0**e for e in range(1, 11) if 2.0**e <= longest]  # 2, 4, 8, ... px up to the patch size
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if len(at):
+            ax.set_yscale("log")  # ratios span decades below 1; log keeps 0.5 and 2 equally far from 1
+        else:
+            ax.text(0.5, 0.5, "no entirely-ocean patch", transform=ax.transAxes, ha="center", fontsize=8)
+        depth = table[table["band"] == band]["depth_m"]
+        patches = int(at["n_patches"].max()) if len(at) else 0
+        ax.set_title(f"band {band} ({depth.iloc[0]:.1f} m), {patches} patches" if len(depth) else f"band {band}",
+                     fontsize=9)
+        ax.set_xlabel("wavelength (px)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0, 0].set_ylabel("PSD(method) / PSD(truth)")
+    handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    if handles:
+        axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7, loc="upper left",
+                           bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(f"Power spectra relative to the truth, {shown:.1%} of ocean pixels hidden", fontsize=9)
     return _save(fig, path)

@@ -194,6 +194,39 @@ def merge_metrics(csv_log_root: Path, target: Path) -> pd.DataFrame:
     return merged
 
 
+def training_batches(datamodule: pl.LightningDataModule, batch_size: int, seed: int):
+    """Training batches as the module sees them (unpacked, surface field degraded as in training), in an order
+    fixed by ``seed`` so that every DDP rank fits the same statistics."""
+    from depthdif.datasets import collate, unpack_batch
+
+    datamodule.setup("fit")
+    train_set = getattr(datamodule, "train_set", None)
+    if train_set is None:  # a datamodule without the standard dataset (tests): its own loader
+        loader = datamodule.train_dataloader()
+    else:
+        loader = torch.utils.data.DataLoader(train_set, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                                             generator=torch.Generator().manual_seed(seed))
+    for batch in loader:
+        yield unpack_batch(dict(batch))
+
+
+def fit_first_guess(module: DepthDifModule, datamodule: pl.LightningDataModule, config: Mapping) -> None:
+    """Fit the cokriging first guess on the training split: covariances from complete patches, then the
+    posterior-sigma table from the estimator's own errors on other training batches (see
+    :mod:`depthdif.baselines.cokriging`). Stored in the module's buffers, hence in model.ckpt."""
+    from depthdif.baselines.cokriging import fit_covariance, fit_sigma_table
+
+    samples = int(config["model"]["first_guess_fit_samples"])
+    seed = int(config.get("seed", 0))
+    size = int(config["export"]["patch_size"])
+    estimator = module.cokriging
+    batch_size = int(config["loader"]["batch_size"])
+    batches = training_batches(datamodule, batch_size, seed)
+    estimator.set_statistics(fit_covariance(batches, module.num_bands, size, samples))
+    batches = training_batches(datamodule, batch_size, seed + 1)  # other masks than the covariance saw
+    estimator.set_statistics({"sigma_table": fit_sigma_table(estimator, batches, samples)})
+
+
 def run_training(
     config: Mapping,
     variant: str,
@@ -214,7 +247,9 @@ def run_training(
     trainer = make_trainer(config, out_dir, callbacks)
     resume = resumable_checkpoint(out_dir / "train" / "checkpoints" / LAST_CKPT)
     if resume:
-        log.info("resuming %s from %s", variant, resume)
+        log.info("resuming %s from %s", variant, resume)  # the first guess's statistics come with it
+    elif module.cokriging is not None:
+        fit_first_guess(module, datamodule, config)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
 
     model_path = out_dir / MODEL_FILE

@@ -29,15 +29,19 @@ import lightning.pytorch as pl
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from depthdif.models.diffusion import GaussianDiffusion, loss_region
+from depthdif.baselines.cokriging import Cokriging
+from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
 from depthdif.models.samplers import SAMPLERS, make_sampler, sample_loop
 from depthdif.models.unet import ConvNeXtUNet, coords_to_unit_sphere, date_to_day_of_year
-from depthdif.normalization import temperature_error_to_celsius
+from depthdif.normalization import Y_STD, temperature_error_to_celsius
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("temp_v1", "eo_4band")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: cokriging statistics in the state dict (model.working_units)
+RESIDUAL_UNITS = "first_guess"
+SIGMA_FLOOR_C = 1e-3  # °C: below this the first guess is treated as exact (observed pixels)
+RESIDUAL_CLAMP = 10.0  # training residuals beyond +-10 posterior sigmas are clipped (a bad sigma cell)
 
 
 class BatchContractError(KeyError):
@@ -64,14 +68,22 @@ def num_target_bands(config: Mapping, variant: str) -> int:
     raise CheckpointError(f"unknown variant {variant!r}; use one of {list(VARIANTS)}.")
 
 
-def input_channels(num_bands: int, variant: str, first_guess: bool) -> int:
-    """Channels of the network input stack (see the module docstring)."""
+def input_channels(num_bands: int, variant: str, first_guess: bool, residual: bool = False) -> int:
+    """Channels of the network input stack (see the module docstring); ``residual`` adds the first guess and
+    its posterior sigma."""
     channels = 4 * num_bands
     if variant == "eo_4band":
         channels += 2
-    if first_guess:
+    if first_guess or residual:
+        channels += num_bands
+    if residual:
         channels += num_bands
     return channels
+
+
+def uses_residual_units(model_config: Mapping) -> bool:
+    """True when the model samples the first guess's correction in its posterior sigma (model.working_units)."""
+    return model_config.get("working_units", RESIDUAL_UNITS) == RESIDUAL_UNITS
 
 
 def model_settings(config: Mapping, variant: str) -> dict:
@@ -121,8 +133,24 @@ class DepthDifModule(pl.LightningModule):
         self.num_bands = int(num_bands)
         self.first_guess = bool(settings["dataset"]["first_guess"])
         mc = self.model_config
+        self.residual = uses_residual_units(mc)
+        self.cokriging = None
+        if self.residual:
+            if self.first_guess:
+                raise CheckpointError(
+                    "model.working_units 'first_guess' computes its own (cokriging) first guess on the device; set "
+                    "dataset.first_guess: false (the loader's fixed-length-scale OI) or model.working_units: "
+                    "observed_mean."
+                )
+            if mc["parameterization"] != "x0":
+                raise CheckpointError("model.working_units 'first_guess' needs model.parameterization: x0 (its "
+                                      "preconditioned denoiser predicts the clean residual).")
+            self.cokriging = Cokriging(self.num_bands, int(settings["export"]["patch_size"]),
+                                       nugget=float(mc["first_guess_nugget"]),
+                                       max_joint_observations=int(mc["first_guess_max_joint_observations"]),
+                                       max_observations=int(mc.get("first_guess_max_observations", 2000)))
         self.net = ConvNeXtUNet(
-            in_channels=input_channels(self.num_bands, self.variant, self.first_guess),
+            in_channels=input_channels(self.num_bands, self.variant, self.first_guess, self.residual),
             out_channels=self.num_bands,
             dim=mc["dim"],
             dim_mults=mc["dim_mults"],
@@ -153,8 +181,11 @@ class DepthDifModule(pl.LightningModule):
     def to_working_units(self, batch: Mapping) -> tuple[dict, torch.Tensor, float]:
         """(batch in working units, per-patch/band offset (B,C,1,1) in z, scale z -> working units).
 
-        See the module docstring. Masks, dates and coords pass through unchanged.
+        See the module docstring (model.working_units 'observed_mean'). Masks, dates and coords pass through.
         """
+        return self._observed_mean_units(batch)
+
+    def _observed_mean_units(self, batch: Mapping) -> tuple[dict, torch.Tensor, float]:
         x = _require(batch, "x", "observations")
         if not self.model_config.get("center_on_observations", True):
             return dict(batch), torch.zeros_like(x[:, :, :1, :1]), 1.0
@@ -173,6 +204,40 @@ class DepthDifModule(pl.LightningModule):
             work["eo"] = (eo - observed_mean(eo, eo_ocean)) * eo_ocean * scale
         return work, offset, scale
 
+    def first_guess_of(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cokriging first guess (B, C, H, W) in z-scores and its posterior sigma in °C, from the stored
+        statistics (model.working_units 'first_guess'); cached on the batch dict when it is a plain dict."""
+        if self.cokriging is None:
+            raise CheckpointError("this model has no cokriging first guess (model.working_units is not 'first_guess')")
+        if "_first_guess" in batch:
+            return batch["_first_guess"], batch["_first_guess_sigma_c"]
+        guess = self.cokriging(batch)
+        if isinstance(batch, dict):
+            batch["_first_guess"], batch["_first_guess_sigma_c"] = guess.mean, guess.sigma_c
+        return guess.mean, guess.sigma_c
+
+    def to_residual_units(self, batch: Mapping) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """(batch in working units, first guess z (B,C,H,W), posterior sigma in z (B,C,H,W)).
+
+        The target is the correction to the first guess in units of its posterior sigma,
+        ``r = (y - first_guess) / sigma`` on hidden ocean pixels (0 elsewhere), so ``y = first_guess + sigma r``;
+        the conditions are the observed-mean anomalies of the other mode, plus the first guess and sigma.
+        """
+        guess, sigma_c = self.first_guess_of(batch)
+        work, offset, scale = self._observed_mean_units(batch)
+        land = work["land_mask"]
+        work["first_guess"] = (guess - offset) * land * scale
+        work["first_guess_sigma"] = sigma_c / float(self.model_config.get("anomaly_scale_c", 1.0))
+        sigma = sigma_c / Y_STD
+        exact = sigma_c < SIGMA_FLOOR_C
+        if "y" in batch:
+            residual = (batch["y"] - guess) / sigma.clamp_min(SIGMA_FLOOR_C / Y_STD)
+            # a non-finite target stays non-finite (the NaN/inf step guard must see it); finite outliers are clipped
+            clipped = torch.where(torch.isfinite(residual), residual.clamp(-RESIDUAL_CLAMP, RESIDUAL_CLAMP), residual)
+            work["y"] = torch.where(exact, 0.0, clipped) * land
+        work["_sigma_weight"] = torch.where(exact, 0.0, sigma_c**2)
+        return work, guess, torch.where(exact, 0.0, sigma)
+
     def network_input(self, batch: Mapping, noisy: torch.Tensor) -> torch.Tensor:
         """Stack the noisy target with the conditions of the contract, in a fixed order."""
         parts = [noisy, _require(batch, "x", "observations"), _require(batch, "valid_mask", "per-band mask"),
@@ -183,6 +248,8 @@ class DepthDifModule(pl.LightningModule):
             parts += [eo, available.reshape(-1, 1, 1, 1).to(eo.dtype).expand_as(eo)]
         if self.first_guess:
             parts.append(_require(batch, "first_guess", "the model was trained with dataset.first_guess"))
+        if self.residual:
+            parts += [batch["first_guess"], batch["first_guess_sigma"]]
         stacked = torch.cat(parts, dim=1)
         if self.channels_last:
             stacked = stacked.contiguous(memory_format=torch.channels_last)
@@ -197,15 +264,29 @@ class DepthDifModule(pl.LightningModule):
         return coords, doy
 
     def denoise(self, batch: Mapping, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        """Network output for noisy targets at the given TRAINING timesteps (B,)."""
+        """Network output for noisy targets at the given TRAINING timesteps (B,).
+
+        In residual units the output is preconditioned (Karras et al. 2022, "Elucidating the design space of
+        diffusion-based generative models", eq. 7, written for the variance-preserving process): the x0
+        estimate is ``sqrt(alpha_bar) r_t + sqrt(1 - alpha_bar) F``, whose first term is the optimal estimate for
+        a unit-variance Gaussian residual. The network ``F`` starts at zero, so an untrained model samples
+        ``r ~ N(0, 1)``: its ensemble mean is the first guess and its spread the first guess's posterior sigma.
+        """
         coords, doy = self.conditioning(batch)
-        return self.net(self.network_input(batch, noisy), timesteps, coords, doy)
+        output = self.net(self.network_input(batch, noisy), timesteps, coords, doy)
+        if not self.residual:
+            return output
+        alpha_bar = self.diffusion.scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * noisy + (1 - alpha_bar).sqrt() * output
 
     # ----------------------------------------------------------------- training
     def diffusion_loss(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
         """Masked MSE of one random noise level per sample (the training objective), in working units."""
         _require(batch, "y", "clean target")
-        batch, _, _ = self.to_working_units(batch)
+        if self.residual:
+            batch, _, _ = self.to_residual_units(batch)
+        else:
+            batch, _, _ = self.to_working_units(batch)
         y = batch["y"]
         land = batch["land_mask"]
         timesteps = self.diffusion.sample_timesteps(y.shape[0], torch.device("cpu"), generator).to(y.device)
@@ -213,6 +294,10 @@ class DepthDifModule(pl.LightningModule):
         # land stays exactly 0 in the noisy input, as in sampling: the network never sees noise on land
         noisy = self.diffusion.q_sample(y, noise, timesteps) * land
         output = self.denoise(batch, noisy, timesteps)
+        if self.residual:
+            # squared error in °C: each pixel weighted by its posterior variance, so the network spends itself
+            # where the first guess is uncertain, as the RMSE in °C does
+            return masked_mse(output, y, loss_region(batch, self.diffusion.region) * batch["_sigma_weight"])
         return self.diffusion.loss(output, y, noise, batch)
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
@@ -280,8 +365,7 @@ class DepthDifModule(pl.LightningModule):
         if take <= 0:
             return
         subset = slice_batch(batch, take)
-        sample = self.sample(subset, 1, int(self.train_config["val_sampling_steps"]), sampler="ddim",
-                             generator=generator)[:, 0]
+        sample = self.sample(subset, 1, int(self.train_config["val_sampling_steps"]), generator=generator)[:, 0]
         region = loss_region(subset, "hidden")
         fill = mean_fill(subset)
         dims = (0, 2, 3)
@@ -311,7 +395,7 @@ class DepthDifModule(pl.LightningModule):
         batch: Mapping,
         num_samples: int,
         steps: int,
-        sampler: str = "ddim",
+        sampler: str | None = None,
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         replace_observed: bool | None = None,
@@ -322,10 +406,13 @@ class DepthDifModule(pl.LightningModule):
         model.replace_observed. Uses whatever weights the module holds (EMA after load_model or during
         validation).
         """
+        sampler = sampler or self.model_config.get("sampler", "ddim")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler {sampler!r} is unknown; use one of {list(SAMPLERS)}.")
         x = _require(batch, "x", "observations")
         size = x.shape[0]
+        if self.residual:
+            return self._sample_residual(batch, int(num_samples), steps, sampler, eta, generator)
         repeated = repeat_batch(batch, int(num_samples))
         work, offset, scale = self.to_working_units(repeated)
         scheduler = make_sampler(sampler, self.model_config, steps, device=x.device)
@@ -347,6 +434,47 @@ class DepthDifModule(pl.LightningModule):
         out = offset + anomaly / scale
         out = (repeated["valid_mask"] * repeated["x"] + (1 - repeated["valid_mask"]) * out) * repeated["land_mask"]
         return out.reshape(size, int(num_samples), *out.shape[1:])
+
+    def _sample_residual(self, batch: Mapping, num_samples: int, steps: int, sampler: str, eta: float,
+                         generator: torch.Generator | None) -> torch.Tensor:
+        """Residual-units sampling: ``first_guess + sigma * r`` with r from the reverse process (see denoise)."""
+        guess, sigma_c = self.first_guess_of(batch)  # once per input, not per member
+        repeated = repeat_batch({**batch, "_first_guess": guess, "_first_guess_sigma_c": sigma_c}, num_samples)
+        work, guess, sigma = self.to_residual_units(repeated)
+        scheduler = make_sampler(sampler, self.model_config, steps, device=guess.device)
+        residual = sample_loop(
+            lambda noisy, t: self.denoise(work, noisy, t),
+            scheduler,
+            tuple(guess.shape),
+            observed=torch.zeros_like(guess),
+            observed_mask=(sigma == 0).to(guess.dtype),
+            land_mask=work["land_mask"],
+            replace_observed=False,  # the first guess honours the observations; sigma is 0 there
+            eta=eta,
+            generator=generator,
+            device=guess.device,
+        )
+        out = self._residual_to_field(repeated, guess, sigma, residual)
+        return out.reshape(batch["x"].shape[0], num_samples, *out.shape[1:])
+
+    @staticmethod
+    def _residual_to_field(batch: Mapping, guess: torch.Tensor, sigma: torch.Tensor, residual: torch.Tensor):
+        out = guess + sigma * residual
+        return (batch["valid_mask"] * batch["x"] + (1 - batch["valid_mask"]) * out) * batch["land_mask"]
+
+    @torch.no_grad()
+    def conditional_mean(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The network's own estimate of E[y | observations] (B, C, H, W), z-scores: its x0 estimate at the last
+        training timestep, from pure noise (one network call; residual units only). Unlike an N-member mean it
+        carries no sampling noise (a calibrated N-member mean has sigma^2/N more squared error)."""
+        if not self.residual:
+            raise CheckpointError("conditional_mean needs model.working_units 'first_guess'")
+        work, guess, sigma = self.to_residual_units(batch)
+        last = self.diffusion.num_timesteps - 1
+        t = torch.full((guess.shape[0],), last, dtype=torch.long, device=guess.device)
+        noise = randn_tensor(tuple(guess.shape), generator=generator, device=guess.device, dtype=guess.dtype)
+        estimate = self.denoise(work, noise * work["land_mask"], t)
+        return self._residual_to_field(batch, guess, sigma, estimate)
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
@@ -451,7 +579,7 @@ def load_model(
     return module.to(map_location).eval()
 
 
-_NETWORK_KEYS = ("dim", "dim_mults", "blocks_per_level", "expansion", "film_coords", "film_day_of_year",
+_NETWORK_KEYS = ("working_units", "dim", "dim_mults", "blocks_per_level", "expansion", "film_coords", "film_day_of_year",
                  "timesteps", "beta_schedule", "parameterization", "center_on_observations", "anomaly_scale_c")
 
 

@@ -18,6 +18,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from depthdif.models.diffusion import DiffusionConfigError, scheduler_kwargs
 
 SAMPLERS = ("ddim", "ddpm")
+DDPM_VARIANCES = {"large": "fixed_large", "small": "fixed_small"}
 
 # (noisy sample, training timesteps (B,)) -> network output (x0 or eps, as the scheduler expects)
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -40,7 +41,10 @@ def make_sampler(
         # set_alpha_to_one: the last step lands on alpha_bar = 1, i.e. returns the network's x0 estimate
         scheduler = DDIMScheduler(**kwargs, timestep_spacing=spacing, set_alpha_to_one=True)
     elif name == "ddpm":
-        scheduler = DDPMScheduler(**kwargs, timestep_spacing=spacing)
+        # "large" (sigma_t^2 = beta_t) is the exact reverse variance for unit-Gaussian data (Ho et al. 2020, sec.
+        # 3.2), at any number of steps: an untrained residual model then samples exactly N(0, 1)
+        variance = DDPM_VARIANCES[model_config.get("ddpm_variance", "large")]
+        scheduler = DDPMScheduler(**kwargs, timestep_spacing=spacing, variance_type=variance)
     else:
         raise DiffusionConfigError(f"sampler {name!r} is unknown; use one of {list(SAMPLERS)} (model.sampler).")
     scheduler.set_timesteps(int(steps), device=device)
