@@ -129,3 +129,22 @@ def test_reconstruct_uses_the_checkpoint_first_guess_statistics(tmp_path):
         outputs[name] = runs[0]
     ocean = np.isfinite(outputs["short"])
     assert np.abs(outputs["short"][ocean] - outputs["long"][ocean]).max() > 0.05
+
+
+def test_loader_style_first_guess_follows_the_trained_length_scale():
+    """observed_mean units with dataset.first_guess: reconstruct builds the OI with the length scale the model was
+    trained with, not a hard-coded one."""
+    from depthdif.inference import TileInput, build_batch
+
+    rng = np.random.default_rng(0)
+    field = rng.normal(20.0, 1.0, size=(1, 16, 16))
+    observed = np.where(rng.random(field.shape) > 0.9, field, np.nan)
+    tile = TileInput(observed=observed, ocean=np.ones(field.shape, bool), eo=None, date=20100115,
+                     lat_centre=20.0, lon_centre=-110.0)
+    guesses = []
+    for length in (2.0, 12.0):
+        config = load_config([], {"dataset": {"first_guess": True, "temp_v1_band": 0},
+                                  "model": {"working_units": "observed_mean"},
+                                  "evaluate": {"oi_length_scale_px": length}})
+        guesses.append(build_batch([tile], model_settings(config, "temp_v1"))["first_guess"])
+    assert not np.allclose(guesses[0], guesses[1])

@@ -85,7 +85,7 @@ def build_batch(tiles: Sequence[TileInput], settings: dict) -> dict[str, torch.T
 
         guesses = [
             first_guess_estimate(x[i], valid[i], ocean[i], batch["eo"][i, 0].numpy() if "eo" in batch else None,
-                                 length_scale_px=6.0)
+                                 length_scale_px=settings["dataset"]["first_guess_length_scale_px"])
             for i in range(len(tiles))
         ]
         batch["first_guess"] = torch.from_numpy(np.stack(guesses))

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -222,9 +223,24 @@ def fit_first_guess(module: DepthDifModule, datamodule: pl.LightningDataModule, 
     estimator = module.cokriging
     batch_size = int(config["loader"]["batch_size"])
     batches = training_batches(datamodule, batch_size, seed)
-    estimator.set_statistics(fit_covariance(batches, module.num_bands, size, samples))
+    estimator.set_statistics(fit_covariance(batches, module.num_bands, size, samples, estimator.surface_smoothing_px))
     batches = training_batches(datamodule, batch_size, seed + 1)  # other masks than the covariance saw
     estimator.set_statistics({"sigma_table": fit_sigma_table(estimator, batches, samples)})
+
+
+def measured_x0_error(module: DepthDifModule, state: dict[str, torch.Tensor], datamodule, config: Mapping
+                      ) -> dict[str, torch.Tensor]:
+    """The averaged weights with the network's x0 error by timestep measured on training batches (the analytic
+    reverse variance of the ddpm sampler, Bao et al. 2022); unchanged for other samplers and units."""
+    mc = config["model"]
+    if module.cokriging is None or mc["sampler"] != "ddpm" or mc["ddpm_variance"] != "analytic":
+        return state
+    averaged = copy.deepcopy(module)
+    averaged.load_state_dict(state)
+    averaged.eval()
+    batches = training_batches(datamodule, int(config["loader"]["batch_size"]), int(config.get("seed", 0)) + 2)
+    averaged.fit_x0_error(batches, seed=int(config.get("seed", 0)))
+    return averaged.state_dict()
 
 
 def run_training(
@@ -255,7 +271,7 @@ def run_training(
     model_path = out_dir / MODEL_FILE
     if trainer.is_global_zero:
         ema = next(cb for cb in trainer.callbacks if isinstance(cb, DepthDifEMA))
-        save_model(module, ema.averaged_state_dict(), model_path)
+        save_model(module, measured_x0_error(module, ema.averaged_state_dict(), datamodule, config), model_path)
         merged = merge_metrics(out_dir / "train" / "csv_logs", out_dir / "train" / "metrics.csv")
         last_val = merged["val/rmse_c"].dropna() if "val/rmse_c" in merged else pd.Series(dtype=float)
         log.info(

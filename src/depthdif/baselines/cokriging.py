@@ -93,19 +93,37 @@ def _ocean_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * weight).sum((-2, -1), keepdim=True) / weight.sum((-2, -1), keepdim=True).clamp_min(1.0)
 
 
-def surface_anomaly_c(batch: Mapping) -> tuple[torch.Tensor, torch.Tensor] | None:
+def surface_anomaly_c(batch: Mapping, smoothing_px: float = 0.0) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(B, H, W) surface field minus its patch mean, in °C (0 where missing), and (B,) availability; or None.
 
-    ``eo`` is 0 on land and where dropped (the batch contract), so a 0 is "no surface value".
+    ``eo`` is 0 on land and where dropped (the batch contract), so a 0 is "no surface value". With
+    ``smoothing_px`` the field is low-passed by a normalised Gaussian of that width (land left out): a satellite
+    surface carries ~0.2 °C of pixel speckle, which a drift term would copy into every estimate.
     """
     if "eo" not in batch:
         return None
     eo = batch["eo"][:, 0].double()
     present = (eo != 0).double()
     anomaly = (eo - _ocean_mean(eo, present)) * present * Y_STD
+    if smoothing_px > 0:
+        anomaly = _gaussian_smooth(anomaly, present, smoothing_px)
     available = batch["eo_available"].reshape(-1).double() if "eo_available" in batch else present.flatten(1).amax(1)
     available = available * (present.flatten(1).sum(1) > 2)
     return anomaly, available
+
+
+def _gaussian_smooth(field: torch.Tensor, weight: torch.Tensor, width_px: float) -> torch.Tensor:
+    """Normalised Gaussian smoothing of (B, H, W) ``field`` over the pixels where ``weight`` is 1."""
+    radius = max(1, int(3 * width_px))
+    offsets = torch.arange(-radius, radius + 1, dtype=field.dtype, device=field.device)
+    kernel = torch.exp(-0.5 * (offsets / width_px) ** 2)
+    kernel = kernel / kernel.sum()
+
+    def blur(values: torch.Tensor) -> torch.Tensor:
+        values = F.conv2d(values[:, None], kernel.view(1, 1, 1, -1), padding=(0, radius))
+        return F.conv2d(values, kernel.view(1, 1, -1, 1), padding=(radius, 0))[:, 0]
+
+    return blur(field * weight) / blur(weight).clamp_min(1e-6) * weight
 
 
 def patch_residuals(y: torch.Tensor, land: torch.Tensor, surface: torch.Tensor | None) -> tuple[torch.Tensor,
@@ -258,7 +276,8 @@ def finite_samples(batch: Mapping) -> dict:
     return out
 
 
-def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_samples: int) -> dict[str, torch.Tensor]:
+def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_samples: int,
+                   surface_smoothing_px: float = 0.0) -> dict[str, torch.Tensor]:
     """Estimate the cokriging statistics from complete training patches.
 
     Args:
@@ -268,6 +287,7 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
         num_bands: C.
         size: P, the patch side (px).
         max_samples: stop after this many patches.
+        surface_smoothing_px: Gaussian width the surface field is smoothed with (as the estimator will).
 
     Returns:
         ``covariance`` (SETUPS, C, C, 2P, 2P) °C², ``slope_mean`` and ``slope_var`` (C,) of the patches'
@@ -288,7 +308,7 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
             continue
         residual0, _ = patch_residuals(y, land, None)
         acc.add(residual0, land, 0)
-        surface = surface_anomaly_c({k: v.cpu() for k, v in batch.items() if torch.is_tensor(v)})
+        surface = surface_anomaly_c({k: v.cpu() for k, v in batch.items() if torch.is_tensor(v)}, surface_smoothing_px)
         if surface is not None:
             anomaly, available = surface
             keep = available > 0
@@ -348,12 +368,14 @@ class Cokriging(nn.Module):
             (no cross-band terms): dense observations of a band leave little to learn from the others, and the
             joint Cholesky factorisation grows as the cube of the count.
         max_observations: at most this many observations of a band enter the solve (evenly thinned above it).
+        surface_smoothing_px: width of the Gaussian the surface field is smoothed with before it enters the drift.
     """
 
     def __init__(self, num_bands: int, size: int, nugget: float = 1e-3, max_joint_observations: int = 800,
-                 max_observations: int = 2000):
+                 max_observations: int = 2000, surface_smoothing_px: float = 0.0):
         super().__init__()
         self.max_observations = int(max_observations)
+        self.surface_smoothing_px = float(surface_smoothing_px)
         self.num_bands, self.size = int(num_bands), int(size)
         self.nugget = float(nugget)
         self.max_joint = int(max_joint_observations)
@@ -392,7 +414,7 @@ class Cokriging(nn.Module):
             raise ValueError(f"cokriging: patches are {tuple(x.shape[-2:])} px, the statistics are for {self.size} px")
         land = batch["land_mask"] > 0
         observed = (batch["valid_mask"] > 0) & land
-        surface = surface_anomaly_c(batch)
+        surface = surface_anomaly_c(batch, self.surface_smoothing_px)
         means = torch.zeros_like(x, dtype=torch.float64)
         setups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         if surface is not None:
@@ -521,7 +543,8 @@ def fit_sigma_table(estimator: Cokriging, batches: Iterable[Mapping], max_sample
         land = batch["land_mask"] > 0
         observed = (batch["valid_mask"] > 0) & land
         hidden = land & ~observed
-        setups = (surface_anomaly_c(batch)[1] > 0).long() if "eo" in batch else torch.zeros(len(land), dtype=torch.long)
+        setups = ((surface_anomaly_c(batch)[1] > 0).long() if "eo" in batch
+                  else torch.zeros(len(land), dtype=torch.long))
         distance, density = observation_features(observed)
         error = ((guess.mean.double() - batch["y"].double()) * Y_STD) ** 2
         bands = torch.arange(shape[1]).view(1, -1, 1, 1).expand_as(distance)

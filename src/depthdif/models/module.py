@@ -31,7 +31,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from depthdif.baselines.cokriging import Cokriging
 from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
-from depthdif.models.samplers import SAMPLERS, make_sampler, sample_loop
+from depthdif.models.samplers import SAMPLERS, analytic_extra_variance, make_sampler, sample_loop
 from depthdif.models.unet import ConvNeXtUNet, coords_to_unit_sphere, date_to_day_of_year
 from depthdif.normalization import Y_STD, temperature_error_to_celsius
 
@@ -41,6 +41,7 @@ VARIANTS = ("temp_v1", "eo_4band")
 FORMAT_VERSION = 2  # 2: cokriging statistics in the state dict (model.working_units)
 RESIDUAL_UNITS = "first_guess"
 SIGMA_FLOOR_C = 1e-3  # °C: below this the first guess is treated as exact (observed pixels)
+X0_ERROR_BINS = 50  # timestep bins of the network's measured x0 error (analytic reverse variance)
 RESIDUAL_CLAMP = 10.0  # training residuals beyond +-10 posterior sigmas are clipped (a bad sigma cell)
 
 
@@ -94,6 +95,8 @@ def model_settings(config: Mapping, variant: str) -> dict:
             "first_guess": bool(config["dataset"]["first_guess"]),
             "return_coords": bool(config["dataset"]["return_coords"]),
             "temp_v1_band": int(config["dataset"]["temp_v1_band"]),
+            # the loader's OI first guess (observed_mean units) used this length scale: reconstruct must too
+            "first_guess_length_scale_px": float(config["evaluate"]["oi_length_scale_px"]),
         },
         "export": {
             "depth_indices": list(config["export"]["depth_indices"]),
@@ -148,7 +151,11 @@ class DepthDifModule(pl.LightningModule):
             self.cokriging = Cokriging(self.num_bands, int(settings["export"]["patch_size"]),
                                        nugget=float(mc["first_guess_nugget"]),
                                        max_joint_observations=int(mc["first_guess_max_joint_observations"]),
-                                       max_observations=int(mc.get("first_guess_max_observations", 2000)))
+                                       max_observations=int(mc.get("first_guess_max_observations", 2000)),
+                                       surface_smoothing_px=float(mc.get("first_guess_surface_smoothing_px", 0.0)))
+        # the network's mean squared x0 error by timestep bin (residual units), for the analytic reverse variance;
+        # NaN until measured after training: an untrained network's is 1 - alpha_bar (see x0_error)
+        self.register_buffer("x0_error_table", torch.full((X0_ERROR_BINS,), float("nan"), dtype=torch.float64))
         self.net = ConvNeXtUNet(
             in_channels=input_channels(self.num_bands, self.variant, self.first_guess, self.residual),
             out_channels=self.num_bands,
@@ -442,6 +449,9 @@ class DepthDifModule(pl.LightningModule):
         repeated = repeat_batch({**batch, "_first_guess": guess, "_first_guess_sigma_c": sigma_c}, num_samples)
         work, guess, sigma = self.to_residual_units(repeated)
         scheduler = make_sampler(sampler, self.model_config, steps, device=guess.device)
+        extra = None
+        if sampler == "ddpm" and self.model_config.get("ddpm_variance", "analytic") == "analytic":
+            extra = analytic_extra_variance(self.diffusion.scheduler.alphas_cumprod, self.x0_error)
         residual = sample_loop(
             lambda noisy, t: self.denoise(work, noisy, t),
             scheduler,
@@ -453,9 +463,46 @@ class DepthDifModule(pl.LightningModule):
             eta=eta,
             generator=generator,
             device=guess.device,
+            extra_variance=extra,
         )
         out = self._residual_to_field(repeated, guess, sigma, residual)
         return out.reshape(batch["x"].shape[0], num_samples, *out.shape[1:])
+
+    def x0_error(self, timestep: int) -> float:
+        """Mean squared x0 error of the network at a training timestep, in residual units: the measured table
+        (:meth:`fit_x0_error`), or ``1 - alpha_bar`` (the untrained, unit-Gaussian value) before it is measured."""
+        value = float(self.x0_error_table[min(X0_ERROR_BINS - 1, timestep * X0_ERROR_BINS // self.diffusion.num_timesteps)])
+        if math.isfinite(value):
+            return value
+        return 1.0 - float(self.diffusion.scheduler.alphas_cumprod[timestep])
+
+    @torch.no_grad()
+    def fit_x0_error(self, batches, max_batches: int = 8, seed: int = 0) -> torch.Tensor:
+        """Measure the network's mean squared x0 error (residual units, hidden ocean pixels where sigma > 0) in
+        each timestep bin on ``batches`` (training data) and store it; returns the table (X0_ERROR_BINS,)."""
+        generator = torch.Generator().manual_seed(seed)
+        total = torch.zeros(X0_ERROR_BINS, dtype=torch.float64)
+        count = torch.zeros(X0_ERROR_BINS, dtype=torch.float64)
+        width = self.diffusion.num_timesteps // X0_ERROR_BINS
+        for k, batch in enumerate(batches):
+            if k >= max_batches:
+                break
+            batch = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in batch.items()}
+            work, _, sigma = self.to_residual_units(batch)
+            region = loss_region(work, "hidden") * (sigma > 0)
+            y = work["y"]
+            for b in range(X0_ERROR_BINS):
+                t = b * width + torch.randint(width, (y.shape[0],), generator=generator)
+                noise = torch.randn(y.shape, generator=generator).to(y)
+                noisy = self.diffusion.q_sample(y, noise, t.to(y.device)) * work["land_mask"]
+                error = (self.denoise(work, noisy, t.to(y.device)).float() - y) ** 2 * region
+                total[b] += float(error.sum())
+                count[b] += float(region.sum())
+        table = torch.where(count > 0, total / count.clamp_min(1.0), torch.nan)
+        self.x0_error_table.copy_(table)
+        log.info("network x0 error by timestep (residual units, %d bins): %s ... %s", X0_ERROR_BINS,
+                 [round(float(v), 3) for v in table[:3]], [round(float(v), 3) for v in table[-3:]])
+        return table
 
     @staticmethod
     def _residual_to_field(batch: Mapping, guess: torch.Tensor, sigma: torch.Tensor, residual: torch.Tensor):
