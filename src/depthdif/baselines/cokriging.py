@@ -537,7 +537,8 @@ def fit_sigma_table(estimator: Cokriging, batches: Iterable[Mapping], max_sample
     seen = 0
     for batch in batches:
         batch = finite_samples(batch)
-        if not batch.pop("_dropped") < len(batch["y"]) + 1 or not len(batch["y"]):
+        batch.pop("_dropped")
+        if not len(batch["y"]):
             continue
         guess = estimator(batch)
         land = batch["land_mask"] > 0

@@ -29,7 +29,7 @@ import lightning.pytorch as pl
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from depthdif.baselines.cokriging import Cokriging
+from depthdif.baselines.cokriging import Cokriging, finite_samples
 from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
 from depthdif.models.samplers import SAMPLERS, analytic_extra_variance, make_sampler, sample_loop
 from depthdif.models.unet import ConvNeXtUNet, coords_to_unit_sphere, date_to_day_of_year
@@ -154,8 +154,9 @@ class DepthDifModule(pl.LightningModule):
                                        max_observations=int(mc.get("first_guess_max_observations", 2000)),
                                        surface_smoothing_px=float(mc.get("first_guess_surface_smoothing_px", 0.0)))
         # the network's mean squared x0 error by timestep bin (residual units), for the analytic reverse variance;
-        # NaN until measured after training: an untrained network's is 1 - alpha_bar (see x0_error)
-        self.register_buffer("x0_error_table", torch.full((X0_ERROR_BINS,), float("nan"), dtype=torch.float64))
+        # -1 (unmeasured) until measured after training: an untrained network's is 1 - alpha_bar (see x0_error);
+        # not NaN, so that equal states compare equal (DDP ranks, checkpoints)
+        self.register_buffer("x0_error_table", torch.full((X0_ERROR_BINS,), -1.0, dtype=torch.float64))
         self.net = ConvNeXtUNet(
             in_channels=input_channels(self.num_bands, self.variant, self.first_guess, self.residual),
             out_channels=self.num_bands,
@@ -472,7 +473,7 @@ class DepthDifModule(pl.LightningModule):
         """Mean squared x0 error of the network at a training timestep, in residual units: the measured table
         (:meth:`fit_x0_error`), or ``1 - alpha_bar`` (the untrained, unit-Gaussian value) before it is measured."""
         value = float(self.x0_error_table[min(X0_ERROR_BINS - 1, timestep * X0_ERROR_BINS // self.diffusion.num_timesteps)])
-        if math.isfinite(value):
+        if value >= 0:
             return value
         return 1.0 - float(self.diffusion.scheduler.alphas_cumprod[timestep])
 
@@ -487,6 +488,10 @@ class DepthDifModule(pl.LightningModule):
         for k, batch in enumerate(batches):
             if k >= max_batches:
                 break
+            batch = finite_samples(batch)  # a NaN/inf training patch (skipped in training too) says nothing here
+            batch.pop("_dropped")
+            if not len(batch["y"]):
+                continue
             batch = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in batch.items()}
             work, _, sigma = self.to_residual_units(batch)
             region = loss_region(work, "hidden") * (sigma > 0)
@@ -498,7 +503,7 @@ class DepthDifModule(pl.LightningModule):
                 error = (self.denoise(work, noisy, t.to(y.device)).float() - y) ** 2 * region
                 total[b] += float(error.sum())
                 count[b] += float(region.sum())
-        table = torch.where(count > 0, total / count.clamp_min(1.0), torch.nan)
+        table = torch.where(count > 0, total / count.clamp_min(1.0), -1.0)
         self.x0_error_table.copy_(table)
         log.info("network x0 error by timestep (residual units, %d bins): %s ... %s", X0_ERROR_BINS,
                  [round(float(v), 3) for v in table[:3]], [round(float(v), 3) for v in table[-3:]])
