@@ -148,3 +148,26 @@ def test_loader_style_first_guess_follows_the_trained_length_scale():
                                   "evaluate": {"oi_length_scale_px": length}})
         guesses.append(build_batch([tile], model_settings(config, "temp_v1"))["first_guess"])
     assert not np.allclose(guesses[0], guesses[1])
+
+
+def test_cells_without_any_observation_within_a_tile_are_left_nan(tmp_path, caplog):
+    """Observations only in the western strip: far to the east no tile has an observation of the band, so the
+    model cannot know its level there; those cells are NaN (and said), not a mean that looks like data."""
+    import logging
+
+    checkpoint = untrained_checkpoint(tmp_path, "temp_v1")
+    obs_path = sparse_observations(tmp_path, hidden=0.9)
+    ds = xr.open_dataset(obs_path).load()
+    west = ds["longitude"] < float(ds["longitude"][20])
+    ds["thetao"] = ds["thetao"].where(west)
+    strip = tmp_path / "strip.nc"
+    ds.to_netcdf(strip)
+    with caplog.at_level(logging.WARNING, logger="depthdif"):
+        out = reconstruct_file(checkpoint, strip, tmp_path / "out.nc", ensemble_size=2, steps=2)
+    recon = xr.open_dataset(out)["thetao"].isel(time=0, depth=0)
+    ocean = xr.open_dataset(out)["ocean_mask"].isel(time=0, depth=0).values.astype(bool)
+    columns = np.arange(recon.sizes["longitude"])
+    near, far = ocean & (columns < 20)[None, :], ocean & (columns >= 20 + 32)[None, :]
+    assert np.isfinite(recon.values[near]).all()
+    assert far.any() and np.isnan(recon.values[far]).all()
+    assert any("no observation of their band within one 32 px tile" in r.getMessage() for r in caplog.records)

@@ -60,12 +60,22 @@ def reconstruct_grid(module, grid: GridObservations, ensemble_size: int, steps: 
         chunk = origins[start : start + batch_size]
         tiles = [_tile(grid, y0, x0, size) for y0, x0 in chunk]
         mean, std, _ = sample_celsius(module, build_batch(tiles, settings), ensemble_size, steps, seed=seed + start)
+        # a tile holding no observation of a band cannot know that band's level (the model would fall back to
+        # another band's or the normalisation mean): NaN there, so the blend takes it from tiles that do
+        for k, tile in enumerate(tiles):
+            blind = ~(np.isfinite(tile.observed) & tile.ocean).any(axis=(1, 2))
+            mean[k, blind] = np.nan
+            std[k, blind] = np.nan
         means.extend(mean)
         stds.extend(std)
     mean = stitch(((y0, x0, m) for (y0, x0), m in zip(origins, means, strict=True)), (ny, nx))
     std = stitch(((y0, x0, s) for (y0, x0), s in zip(origins, stds, strict=True)), (ny, nx))
     observed = np.isfinite(grid.observed) & grid.ocean
     mean = np.where(observed, grid.observed, mean)
+    unreached = grid.ocean & ~np.isfinite(mean)
+    if unreached.any():
+        log.warning("%d ocean cells (of %d) have no observation of their band within one %d px tile; they are left "
+                    "NaN (a level there would be a guess)", int(unreached.sum()), int(grid.ocean.sum()), size)
     mean[~grid.ocean] = np.nan
     std[~grid.ocean] = np.nan
     return mean.astype(np.float32), std.astype(np.float32)
