@@ -249,3 +249,11 @@ def test_smoothing_a_speckled_surface_helps_the_drift():
         estimator.set_statistics(fit_covariance(training, 1, SIZE, 10_000, surface_smoothing_px=width))
         errors[width] = float((((estimator(test).mean - test["y"]) * Y_STD)[hidden] ** 2).mean().sqrt())
     assert errors[1.0] < 0.9 * errors[0.0], errors
+
+
+def test_an_unfitted_first_guess_refuses_to_guess(tmp_path):
+    from depthdif.baselines.cokriging import FirstGuessNotFitted
+
+    module = build_module(tiny_config(tmp_path), "temp_v1")  # never trained: no statistics
+    with pytest.raises(FirstGuessNotFitted, match="fitted from the training split"):
+        module.sample(make_batch("temp_v1", batch_size=2, size=SIZE), 2, 2)
