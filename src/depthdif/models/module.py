@@ -151,8 +151,8 @@ class DepthDifModule(pl.LightningModule):
             self.cokriging = Cokriging(self.num_bands, int(settings["export"]["patch_size"]),
                                        nugget=float(mc["first_guess_nugget"]),
                                        max_joint_observations=int(mc["first_guess_max_joint_observations"]),
-                                       max_observations=int(mc.get("first_guess_max_observations", 2000)),
-                                       surface_smoothing_px=float(mc.get("first_guess_surface_smoothing_px", 0.0)))
+                                       max_observations=int(mc["first_guess_max_observations"]),
+                                       surface_smoothing_px=float(mc["first_guess_surface_smoothing_px"]))
         # the network's mean squared x0 error by timestep bin (residual units), for the analytic reverse variance;
         # -1 (unmeasured) until measured after training: an untrained network's is 1 - alpha_bar (see x0_error);
         # not NaN, so that equal states compare equal (DDP ranks, checkpoints)
