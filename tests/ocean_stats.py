@@ -1,6 +1,6 @@
 """Statistics of a temperature field that the synthetic ocean is calibrated against.
 
-The same definitions as /work/shared/notes/real-ocean-statistics.md: the "mesoscale anomaly" is the
+Definitions (docs/synthetic-ocean.md): the "mesoscale anomaly" is the
 field minus a Gaussian-smoothed large-scale field (sigma = 10 px), smoothed by normalised convolution
 over ocean cells so that the coast does not pull the large scale towards zero.  Used by
 tests/test_synthetic.py and by the measurement command in docs/synthetic-ocean.md.

@@ -19,7 +19,6 @@ from depthdif.datasets import (
     collate,
     load_patch,
     lon_midpoint,
-    sample_date,
     speckle_factors,
     unpack_batch,
 )
@@ -142,14 +141,18 @@ def test_fill_value_is_land(tmp_path):
     assert len(ds) == 12 and len(ds_val) == 16
 
 
-@pytest.mark.parametrize(
-    ("name", "date"),
-    [("mercatorglorys12v1_gl12_mean_201011.nc", 20101115), ("x_20101103.nc", 20101103),
-     ("/data/raw/mercatorglorys12v1_gl12_mean_200002.nc", 20000215), ("odd_name.nc", 19700115),
-     ("x_2010.nc", 19700115), ("nodate", 19700115)],
-)  # fmt: skip
-def test_date_from_source_file(name, date):
-    assert sample_date(name) == date
+def test_date_is_the_index_date_column_not_the_file_name(tmp_path):
+    csv = write_patch_set(tmp_path, size=SIZE)
+    frame = pd.read_csv(csv)
+    frame["source_file"] = "cmems_mod_glo_phy_my_0.083deg_P1M-m_thetao_120.00W-117.42W_2010-07-01.nc"
+    frame["date"] = 20100716
+    frame.to_csv(csv, index=False)
+    ds = PatchDataset(csv, small_config(tmp_path), "all", "temp_v1")
+    assert {int(ds[k]["date"]) for k in range(len(ds))} == {20100716}
+    frame.loc[0, "date"] = 20101332
+    frame.to_csv(csv, index=False)
+    with pytest.raises(PatchIndexError, match="20101332"):
+        PatchDataset(csv, small_config(tmp_path), "all", "temp_v1")
 
 
 def test_lon_midpoint_is_dateline_safe():

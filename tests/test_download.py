@@ -391,7 +391,10 @@ def test_toolbox_imported_earlier_warns_that_its_timeouts_are_fixed(caplog, monk
 
 
 def local_config(tmp_path: Path, local_dir: Path) -> dict:
-    return make_config(tmp_path, kind="local", local_dir=str(local_dir))
+    # every month of the files used here: source.years/months select local files too
+    # (tests/test_local_selection.py)
+    return make_config(tmp_path, kind="local", local_dir=str(local_dir), years="2000-2030",
+                       months=list(range(1, 13)))
 
 
 def test_local_files_are_linked_into_raw_with_dates(tmp_path):
@@ -403,9 +406,10 @@ def test_local_files_are_linked_into_raw_with_dates(tmp_path):
 
     frame = pd.read_csv(run_download(local_config(tmp_path, local)))
     raw = raw_of(tmp_path)
+    # the date the file states (time = the 16th) wins over the mid-month its name implies
     assert dict(zip(frame["file"], frame["date"], strict=True)) == {
-        glorys.file_name(2015, 3): 20150315,
-        glorys.file_name(2015, 4): 20150415,
+        glorys.file_name(2015, 3): 20150316,
+        glorys.file_name(2015, 4): 20150416,
         "no_date_here.nc": 20160716,
     }
     for name in frame["file"]:
@@ -425,6 +429,15 @@ def test_local_files_are_copied_where_symlinks_fail(tmp_path, monkeypatch):
     run_download(local_config(tmp_path, local))
     target = raw_of(tmp_path) / source.name
     assert not target.is_symlink() and target.read_bytes() == source.read_bytes()
+
+    # replaced by new data carrying an older mtime (`cp -p`, `rsync -a`): the copy is refreshed all the same
+    mtime = source.stat().st_mtime_ns
+    with netCDF4.Dataset(source, "a") as ds:
+        ds["thetao"][:] = ds["thetao"][:] + 1.0
+    os.utime(source, ns=(mtime - 10**9, mtime - 10**9))
+    frame = pd.read_csv(run_download(local_config(tmp_path, local)))
+    assert target.read_bytes() == source.read_bytes()
+    assert frame["sha256"].iloc[0] == hashlib.sha256(source.read_bytes()).hexdigest()
 
 
 def test_local_alias_dimensions_are_mapped_in_a_copy(tmp_path):
@@ -461,7 +474,7 @@ def write_odd_file(path: Path, *, variable: str = "thetao", dims=("time", "depth
     ("make_file", "expected"),
     [
         (lambda p: write_odd_file(p, variable="temperature"), "no variable 'thetao'"),
-        (lambda p: write_odd_file(p, dims=("time", "z", "latitude", "longitude")), "no depth dimension"),
+        (lambda p: write_odd_file(p, dims=("time", "level", "latitude", "longitude")), "no depth dimension"),
         (lambda p: write_odd_file(p, dims=("time", "depth", "y", "x")), "no latitude, longitude"),
         (lambda p: write_odd_file(p, dims=("time", "latitude", "longitude", "depth")), "in this order"),
         (lambda p: p.write_bytes(b"this is not a netcdf file"), "not a readable NetCDF"),
@@ -493,7 +506,7 @@ def test_local_folder_without_files_is_an_error(tmp_path):
 def test_real_glorys_sample_passes_the_local_checks(tmp_path, real_sample_dir):
     frame = pd.read_csv(run_download(local_config(tmp_path, real_sample_dir)))
     assert list(frame["file"]) == [glorys.file_name(2010, 11), glorys.file_name(2010, 12)]
-    assert list(frame["date"]) == [20101115, 20101215]
+    assert list(frame["date"]) == [20101116, 20101216]  # the files' time coordinates (16th 00:00 and 12:00)
     for row in frame.itertuples():
         assert row.bytes == (real_sample_dir / row.file).stat().st_size
         assert row.sha256 == hashlib.sha256((real_sample_dir / row.file).read_bytes()).hexdigest()

@@ -318,10 +318,17 @@ def test_missing_file_and_manifest_errors(tmp_path):
         export_patches(config_for(tmp_path), manifest, workers=1)
 
 
+def _depth_as_level_without_axis(ds):
+    """A depth dimension neither named nor marked (axis Z) as one: no reader can know it is depth."""
+    ds = ds.rename({"depth": "level"})
+    ds["level"].attrs = {k: v for k, v in ds["level"].attrs.items() if k not in ("axis", "standard_name")}
+    return ds
+
+
 def test_wrong_dims_is_a_clear_error(tmp_path):
     raw = tmp_path / "data" / "raw"
     raw.mkdir(parents=True)
-    name = modified_copy(raw, lambda ds: ds.rename({"depth": "level"}))
+    name = modified_copy(raw, _depth_as_level_without_axis)
     manifest = write_manifest(raw, [name])
     with pytest.raises(ExportError, match=r"has dims \('time', 'level', 'latitude', 'longitude'\)"):
         export_patches(config_for(tmp_path), manifest, workers=1)

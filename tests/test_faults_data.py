@@ -141,7 +141,14 @@ def _rewrite(path: Path, change: Callable[[xr.Dataset], xr.Dataset]) -> None:
 
 
 def _depth_renamed(path: Path) -> None:
-    _rewrite(path, lambda ds: ds.rename({"depth": "level"}))
+    """Neither named nor marked as depth (a standard_name or axis Z would make "level" a depth axis)."""
+
+    def rename(ds):
+        ds = ds.rename({"depth": "level"})
+        ds["level"].attrs = {k: v for k, v in ds["level"].attrs.items() if k not in ("axis", "standard_name")}
+        return ds
+
+    _rewrite(path, rename)
 
 
 def _no_depth_axis(path: Path) -> None:

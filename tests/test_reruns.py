@@ -7,13 +7,20 @@ docs/hpc.md ("Which config changes rerun what") is the same as CHANGES below.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import netCDF4
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
+from fakes import write_cmems_month
+
+from depthdif import glorys
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -116,3 +123,93 @@ def test_whole_dag_reruns_only_model_stages(dag_built, change, rerun, kept):
     planned = planned_rules(snakemake(dag_built, "-n", "all", change=change))
     assert rerun <= planned
     assert not planned & kept
+
+
+# -- a local source: a replaced, added or removed file reruns download -> export -> split -------------------
+
+LOCAL_MONTHS = (1, 2, 3)
+DAY_NS = 86_400 * 10**9
+
+
+def write_local_month(path: Path, month: int) -> Path:
+    """A month of the common test layout: thetao(1, 22, 32, 32) int16, GLORYS levels, 1/12° from 20N 120W."""
+    return write_cmems_month(path, 2010, month, lat=20 + np.arange(32) / 12, lon=-120 + np.arange(32) / 12,
+                             depths=glorys.DEPTH_LEVELS_M[:22])
+
+
+def local_source(local_dir: Path) -> dict:
+    """Config change to the folder ``local_dir`` (32 x 32 cells: one 16 px tile per split window)."""
+    source = {"kind": "local", "local_dir": str(local_dir), "years": [2010], "months": list(range(1, 13))}
+    return {"source": source, "export": {"workers": 1}, "split": {"window_tiles": 1}}
+
+
+def exported(workdir: Path) -> dict[str, np.ndarray]:
+    """Every patch of the index by sample id, after checking that y_npy/ holds exactly the indexed files."""
+    patches = workdir / "data" / "patches"
+    index = pd.read_csv(patches / "patch_index_with_paths.csv")
+    on_disk = sorted(p.name for p in (patches / "y_npy").iterdir())
+    assert on_disk == sorted(f"{s}.npy" for s in index["sample_id"])
+    return {row.sample_id: np.load(patches / row.y_npy_path) for row in index.itertuples()}
+
+
+@pytest.fixture
+def local_built(tmp_path) -> tuple[Path, Path, dict]:
+    """A working directory where the data targets have run once on a local folder of three months."""
+    local_dir = tmp_path / "local"
+    local_dir.mkdir()
+    for month in LOCAL_MONTHS:
+        write_local_month(local_dir / glorys.file_name(2010, month), month)
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    change = local_source(local_dir)
+    snakemake(workdir, "split", change=change)
+    return workdir, local_dir, change
+
+
+def rerun_data_stages(workdir: Path, change: dict) -> None:
+    """A dry run plans exactly the data stages; then they run."""
+    assert planned_rules(snakemake(workdir, "-n", "split", change=change)) == DATA_RULES
+    snakemake(workdir, "split", change=change)
+    assert NOTHING_TO_DO in snakemake(workdir, "-n", "split", change=change)
+
+
+@pytest.mark.parametrize("older_mtime", [False, True], ids=["newer-file", "older-mtime-as-cp-p"])
+def test_a_replaced_local_file_is_exported_again(local_built, older_mtime):
+    workdir, local_dir, change = local_built
+    before = exported(workdir)
+    path = local_dir / glorys.file_name(2010, 2)
+    mtime = path.stat().st_mtime_ns
+    with netCDF4.Dataset(path, "a") as ds:  # the same month with new data, 1 °C warmer
+        ds["thetao"][:] = ds["thetao"][:] + 1.0
+    if older_mtime:  # e.g. `cp -p` / `rsync -a` of a reprocessed file: the mtime trigger alone misses it
+        os.utime(path, ns=(mtime - DAY_NS, mtime - DAY_NS))
+    rerun_data_stages(workdir, change)
+    after = exported(workdir)
+    assert after.keys() == before.keys()
+    for sample_id, patch in before.items():
+        warmer = 1.0 if sample_id.startswith("201002_") else 0.0
+        np.testing.assert_allclose(after[sample_id], patch + warmer, atol=1e-3)  # int16 steps: 7e-4 °C
+    assert any(s.startswith("201002_") for s in before)
+
+
+def test_an_added_local_file_gets_its_patches(local_built):
+    workdir, local_dir, change = local_built
+    before = exported(workdir)
+    write_local_month(local_dir / glorys.file_name(2010, 4), 4)
+    rerun_data_stages(workdir, change)
+    added = set(exported(workdir)) - set(before)
+    assert added and all(s.startswith("201004_") for s in added)
+    split = pd.read_csv(workdir / "data" / "patches" / "patch_index_split.csv")
+    assert added <= set(split["sample_id"])
+
+
+def test_a_removed_local_file_loses_its_patches(local_built):
+    workdir, local_dir, change = local_built
+    before = exported(workdir)
+    (local_dir / glorys.file_name(2010, 3)).unlink()
+    rerun_data_stages(workdir, change)
+    after = exported(workdir)
+    assert set(after) == {s for s in before if not s.startswith("201003_")}
+    manifest = pd.read_csv(workdir / "data" / "raw" / "manifest.csv")
+    assert glorys.file_name(2010, 3) not in set(manifest["file"])
+    assert not (workdir / "data" / "raw" / glorys.file_name(2010, 3)).is_symlink()  # its link went too

@@ -1,7 +1,7 @@
 """The synthetic ocean: files shaped like real GLORYS12 months, and statistics like the real ocean's.
 
 Statistical bands are set around the values measured on the real sample (tests/data/glorys12_nwmexico,
-see /work/shared/notes/real-ocean-statistics.md) with the same definitions (tests/ocean_stats.py).
+see docs/synthetic-ocean.md) with the same definitions (tests/ocean_stats.py).
 """
 
 from __future__ import annotations
@@ -285,3 +285,46 @@ def test_without_eddies_the_mesoscale_mostly_disappears(case_stats):
     quiet_std = level_statistics(levels, ocean)[4]["anomaly_std"]
     busy_std = case_stats[0, 2010, 11][4]["anomaly_std"]
     assert quiet_std < 0.5 * busy_std
+
+
+# zos against the five levels, from the real sample (mean of Nov and Dec 2010, docs/synthetic-ocean.md):
+# correlation of the mesoscale anomalies, and of what is left after a regression on the surface anomaly
+REAL_ZOS_CORRELATION = [0.43, 0.43, 0.50, 0.72, 0.35]
+REAL_ZOS_PARTIAL_92M = 0.58
+REAL_ZOS_ANOMALY_STD_M = 0.023
+
+
+def zos_statistics(ds: xr.Dataset) -> tuple[float, list[float], float]:
+    """(zos anomaly std in m, correlation with each sample level's anomaly, partial correlation at 92 m)."""
+    temp = ds["thetao"].values[0][SAMPLE_LEVELS].astype(float)
+    zos = ds["zos"].values[0].astype(float)
+    ocean = np.isfinite(temp).all(axis=0) & np.isfinite(zos)
+    zos_anomaly = mesoscale_anomaly(zos, ocean)[ocean]
+    anomalies = [mesoscale_anomaly(level, ocean)[ocean] for level in temp]
+    surface = anomalies[0]
+
+    def without_surface(values: np.ndarray) -> np.ndarray:
+        return values - np.dot(values, surface) / np.dot(surface, surface) * surface
+
+    partial = correlation(without_surface(zos_anomaly), without_surface(anomalies[3]))
+    return float(zos_anomaly.std()), [correlation(zos_anomaly, a) for a in anomalies], partial
+
+
+@pytest.mark.parametrize(("seed", "year", "month"), CASES)
+def test_sea_level_relates_to_temperature_like_the_real_ocean(seed, year, month):
+    # sea level knows about 92 m what the surface does not; a purely steric zos of the whole column (the old
+    # generator) correlated 0.9 with 318 m, where the real ocean gives 0.3
+    std, correlations, partial = zos_statistics(synthetic.synthetic_dataset(make_config(seed=seed), year, month))
+    assert abs(std - REAL_ZOS_ANOMALY_STD_M) < 0.006, std
+    np.testing.assert_allclose(correlations, REAL_ZOS_CORRELATION, atol=0.15)
+    assert abs(partial - REAL_ZOS_PARTIAL_92M) < 0.15, partial
+
+
+def test_sea_level_of_a_reference_column_is_the_reference():
+    reference = synthetic._eval_profile(synthetic._T_REFERENCE, synthetic.DEPTHS_M)
+    column = np.broadcast_to(reference[:, None, None], (reference.size, 2, 3)).copy()
+    warm = column.copy()
+    warm[synthetic.DEPTHS_M <= 150, 0, 0] += 1.0  # 1 °C warmer in the top 150 m: about 3 cm higher
+    eta = synthetic.sea_surface_height(warm, reference)
+    assert eta[1, 1] == pytest.approx(synthetic.ZOS_REFERENCE_M, abs=1e-9)
+    assert 0.015 < eta[0, 0] - synthetic.ZOS_REFERENCE_M < 0.05

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import sys
 from pathlib import Path
@@ -83,8 +84,31 @@ def cmd_reconstruct(config: dict, args: argparse.Namespace) -> None:
             surface=args.surface,
             ensemble_size=args.ensemble_size,
             steps=args.steps,
+            date=args.date,
         )
     )
+
+
+def parse_date(text: str) -> int:
+    """The ``--date`` of `depthdif reconstruct`.
+
+    Args:
+        text: ``2010-07-16`` (or ``20100716``).
+
+    Returns:
+        YYYYMMDD, e.g. 20100716.
+
+    Raises:
+        argparse.ArgumentTypeError: not a calendar day in that form (argparse prints it as a usage error).
+    """
+    digits = text.strip().replace("-", "")
+    try:
+        if len(digits) != 8 or not digits.isdigit():
+            raise ValueError(text)
+        stamp = datetime.datetime.strptime(digits, "%Y%m%d")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--date expects YYYY-MM-DD (e.g. 2010-07-16), got '{text}'") from None
+    return int(stamp.strftime("%Y%m%d"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "-c", "--configfile", nargs="+", type=Path,
-        help="config files merged in order (default: config/config.yaml)",
+        help="config files merged in order (default: config/config.yaml); it takes every word up to the next "
+             "option, so give it after the positional arguments",
     )
     common.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one key, e.g. seed=3")
     common.add_argument("--log", type=Path, help="also write the log to this file")
@@ -125,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--surface", type=Path, help="NetCDF of the surface (EO) field, for eo_4band")
     rec.add_argument("--ensemble-size", type=int, default=8)
     rec.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    rec.add_argument("--date", type=parse_date, metavar="YYYY-MM-DD",
+                     help="date of the observations, for a file that states none (no time coordinate, no "
+                          "date attribute, no date in its name); a file stating another date is refused")
     return parser
 
 

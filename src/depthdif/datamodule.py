@@ -24,6 +24,7 @@ from depthdif.datasets import (
     augment_batch,
     check_index_columns,
     collate,
+    index_depths,
     read_index,
     unpack_batch,
 )
@@ -88,6 +89,8 @@ class DepthDifDataModule(pl.LightningDataModule):
         self.index_csv = Path(index_csv) if index_csv is not None else default_index_csv(config)
         self.train_set: PatchDataset | None = None
         self.val_set: PatchDataset | None = None
+        # depths (m) of the exported channels, from the index after setup: training stores them in model.ckpt
+        self.depth_values_m: tuple[float, ...] | None = None
 
     def load_index(self) -> pd.DataFrame:
         """The index with the split this run uses (the file's, or a random one for split.mode random)."""
@@ -104,6 +107,7 @@ class DepthDifDataModule(pl.LightningDataModule):
         if self.train_set is not None:
             return
         frame = self.load_index()
+        self.depth_values_m = index_depths(frame)
         # rot90/flip and unpacking happen in on_after_batch_transfer, on the training device, not in the loader
         self.train_set = PatchDataset(frame, self.config, "train", self.variant, augment=False, packed=True)
         self.val_set = PatchDataset(frame, self.config, "val", self.variant)

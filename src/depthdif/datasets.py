@@ -10,7 +10,7 @@ One sample is a dict of float32 tensors (C = target bands, H = W = patch size), 
     eo           (1,H,W)  eo_4band only: surface field (export channel 0), 0 on land or when dropped
     eo_available (1,)     eo_4band only: 1.0, or 0.0 when EO dropout removed it
     first_guess  (C,H,W)  only with dataset.first_guess: a classical estimate of y from x (and eo)
-    date         int64 scalar, YYYYMMDD (from the source file name)
+    date         int64 scalar, YYYYMMDD: the index's ``date`` column (the export's date of the file)
     coords       (2,)     [lat_centre, lon_centre] in degrees (dataset.return_coords)
     info         dict     sample_id, source_file, y0, x0, row (dataset.return_info)
 
@@ -48,7 +48,6 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from depthdif.glorys import date_of_file
 from depthdif.masking import TorusMaskPool, make_band_masks, mask_rng, sample_key
 from depthdif.normalization import temperature_normalize
 from depthdif.paths import PathEscapeError, resolve_inside
@@ -59,6 +58,7 @@ VARIANTS = ("temp_v1", "eo_4band")
 INDEX_COLUMNS = (
     "sample_id",
     "source_file",
+    "date",
     "y0",
     "x0",
     "patch_size",
@@ -161,9 +161,71 @@ def check_unique_ids(frame: pd.DataFrame) -> None:
         )
 
 
-def sample_date(source_file: str) -> int:
-    """YYYYMMDD from the source file name: ``_YYYYMMDD.nc`` as is, ``_YYYYMM.nc`` -> mid-month, else 19700115."""
-    return date_of_file(os.path.basename(str(source_file)))
+def index_dates(frame: pd.DataFrame) -> np.ndarray:
+    """The ``date`` column as int64 YYYYMMDD, the one date of a patch everywhere downstream of the export.
+
+    The export took it from the file's time coordinate (or its attributes); re-deriving it from the file
+    name here would give another date for names without ``_YYYYMM`` (e.g. Copernicus subset names).
+
+    Args:
+        frame: patch index rows with a ``date`` column.
+
+    Returns:
+        (N,) int64 dates YYYYMMDD.
+
+    Raises:
+        PatchIndexError: a date is empty or not a YYYYMMDD calendar day (the row is named).
+    """
+    values = pd.to_numeric(frame["date"], errors="coerce").to_numpy(np.float64)
+    whole = np.isfinite(values) & (values == np.round(values))
+    dates = np.where(whole, values, 0).astype(np.int64)
+    days = pd.to_datetime(pd.Series(dates.astype(str)), format="%Y%m%d", errors="coerce")
+    bad = np.flatnonzero(~whole | days.isna().to_numpy())
+    if bad.size:
+        row = frame.iloc[bad[0]]
+        raise PatchIndexError(
+            f"patch index {frame.attrs.get('origin', '<DataFrame>')}: row {row.name} (sample_id "
+            f"{row.get('sample_id', '?')}) has date {row['date']!r}, not YYYYMMDD; re-run the export stage."
+        )
+    return dates
+
+
+_DEPTH_RTOL = 1e-4  # the export's tolerance for "the same depth axis" across files
+
+
+def index_depths(frame: pd.DataFrame) -> tuple[float, ...]:
+    """Depths (m) of the exported channels, from the index's ``depth_values`` column ("0.494025;9.572997;...").
+
+    Every row must list the same depths: channel k is one level in every patch.
+
+    Args:
+        frame: patch index rows with a ``depth_values`` column.
+
+    Returns:
+        One depth in metres per exported channel.
+
+    Raises:
+        PatchIndexError: the column is missing or empty, a value is not a number, or rows disagree.
+    """
+    check_index_columns(frame, ("depth_values",))
+    origin = frame.attrs.get("origin", "<DataFrame>")
+    if frame.empty:
+        raise PatchIndexError(f"patch index {origin} has no rows: no depths to read; re-run the export stage.")
+    texts = frame["depth_values"].astype(str)
+    first = texts.iloc[0]
+    try:
+        depths = tuple(float(v) for v in first.split(";"))
+        others = {text: tuple(float(v) for v in text.split(";")) for text in set(texts)}
+    except ValueError:
+        raise PatchIndexError(f"patch index {origin}: depth_values {first!r} (or another row's) is not a "
+                              "';'-separated list of metres; re-run the export stage.") from None
+    for text, values in others.items():
+        if len(values) != len(depths) or not np.allclose(values, depths, rtol=_DEPTH_RTOL, atol=0):
+            raise PatchIndexError(
+                f"patch index {origin}: rows list depth_values {first!r} and {text!r}; one index must hold "
+                "one depth axis. Re-export the files with a common depth axis."
+            )
+    return depths
 
 
 def lon_midpoint(lon0, lon1):
@@ -373,7 +435,7 @@ class PatchDataset(Dataset):
         ]
         self.shapes = [(int(c), int(s), int(s)) for c, s in zip(channels, sizes, strict=True)]
         self.keys = [sample_key(s) for s in self.sample_ids]
-        self.dates = np.array([sample_date(f) for f in frame["source_file"]], dtype=np.int64)
+        self.dates = index_dates(frame)
         self.coords = patch_centres(frame) if len(frame) else np.zeros((0, 2), np.float32)
 
     def __len__(self) -> int:

@@ -71,7 +71,7 @@ def run_download(config: dict, client=None) -> Path:
             raise ConfigError(
                 "source.kind is 'local' but source.local_dir is not set: give the folder of *.nc."
             )
-        dates = link_local_files(Path(local_dir), raw_dir, config["export"]["variable"])
+        dates = link_local_files(Path(local_dir), raw_dir, config["export"]["variable"], months_of(config))
     else:
         raise ConfigError(f"source.kind '{kind}' is unknown; use synthetic, copernicus or local.")
     return write_manifest(raw_dir, dates)
@@ -98,7 +98,7 @@ def generate_synthetic(config: Mapping, raw_dir: Path) -> dict[str, int]:
                     f"the synthetic writer returned without creating {target}; this is a bug in "
                     "depthdif.sources.synthetic.write_synthetic_month, please report it."
                 )
-        dates[name] = glorys.date_of_file(name)
+        dates[name] = glorys.own_file_date(name)
     return dates
 
 

@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 
 from depthdif.atomic import atomic_to_csv
+from depthdif.cf.axes import axis_roles
+from depthdif.cf.dates import file_date
+from depthdif.cf.decode import decode_values
 from depthdif.config import deep_merge, validate_config
 from depthdif.inference import band_depths, match_levels
 
@@ -26,10 +29,33 @@ class RealDataError(ValueError):
     """The real sample cannot be scored with this model (missing levels, no files)."""
 
 
-def matching_depth_indices(nc_file: Path, depths_m: list[float]) -> list[int]:
-    """Positions in ``nc_file``'s depth axis of the levels nearest to ``depths_m`` (within 2 %)."""
+def matching_depth_indices(nc_file: Path, depths_m: list[float], variable: str = "thetao") -> list[int]:
+    """Positions in ``nc_file``'s depth axis of the levels nearest to ``depths_m`` (within 2 % + 1 cm).
+
+    Args:
+        nc_file: a real file; its depth dimension is found by role (``depth``, ``deptht``, axis Z...).
+        depths_m: the depths (m) the model was trained on (its model.ckpt's).
+        variable: the temperature variable whose depth axis counts (``export.variable``).
+
+    Returns:
+        One position per wanted depth.
+
+    Raises:
+        RealDataError: a depth has no level near it (or the file lacks ``variable``).
+        FieldFileError: the variable's dimensions cannot be told apart.
+    """
     with netCDF4.Dataset(nc_file) as ds:
-        axis = np.asarray(ds["depth"][:], dtype=float)
+        if variable not in ds.variables:
+            raise RealDataError(f"{nc_file} has no variable '{variable}' (export.variable); it has "
+                                f"{sorted(ds.variables)}.")
+        attrs_of = {name: {k: var.getncattr(k) for k in var.ncattrs()} for name, var in ds.variables.items()}
+        dim = axis_roles(ds.variables[variable].dimensions, nc_file, variable, attrs_of.get)["depth"]
+        if dim not in ds.variables:
+            raise RealDataError(f"{nc_file}: depth dimension '{dim}' has no coordinate variable (the depth of "
+                                "each level); add one.")
+        depth = ds.variables[dim]
+        depth.set_auto_maskandscale(False)
+        axis = np.asarray(decode_values(np.asarray(depth[:]), attrs_of[dim], f"{nc_file}, variable '{dim}'"), float)
     positions = match_levels(axis, depths_m)
     for depth, position in zip(depths_m, positions, strict=True):
         if position is None:
@@ -43,11 +69,15 @@ def real_config(config: Mapping, settings: Mapping, real_dir: Path, work_dir: Pa
     files = sorted(Path(real_dir).glob("*.nc"))
     if not files:
         raise RealDataError(f"no *.nc file in {real_dir}; set evaluate.real_sample_dir to a folder of GLORYS12 files.")
-    positions = matching_depth_indices(files[0], band_depths(dict(settings)))
+    positions = matching_depth_indices(files[0], band_depths(dict(settings)), str(config["export"]["variable"]))
     size = int(settings["export"]["patch_size"])
+    # the local source picks files by source.years x source.months: the real sample is every file, whatever
+    # months the training run used
+    dates = [file_date(f) for f in files]
     override = {
         "data_dir": str(work_dir),
-        "source": {"kind": "local", "local_dir": str(Path(real_dir).resolve())},
+        "source": {"kind": "local", "local_dir": str(Path(real_dir).resolve()),
+                   "years": sorted({d // 10000 for d in dates}), "months": sorted({d // 100 % 100 for d in dates})},
         "export": {"depth_indices": positions, "patch_size": size, "stride": max(1, size // 2), "workers": 1},
         "dataset": {"temp_v1_band": int(settings["dataset"]["temp_v1_band"])},
     }

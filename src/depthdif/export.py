@@ -1,6 +1,6 @@
 """Export stage: cut monthly GLORYS-layout NetCDF files into fixed-size patches (.npy) plus an index CSV.
 
-Contract (see DESIGN.md):
+Contract (docs/contract.md):
     {out_dir}/y_npy/<sample_id>.npy          float32 (C, H, W), °C for thetao, NaN where no data
     {out_dir}/patch_index_with_paths.csv     one row per patch (COLUMNS below), written last
 
@@ -23,8 +23,14 @@ Choices worth knowing:
   atomically (a .npy that already holds the same bytes is left alone), and any .npy in y_npy/ that the
   new index does not list (a stale sample of an earlier config, a temp file of a killed run) is
   deleted, so the index always matches the files on disk.
-- A variable whose units say Kelvin is converted to °C (units column "degrees_C"); other units are
-  written as they are (e.g. salinity for export.variable = so) and named in the units column.
+- Reading goes through depthdif.cf: dims by role (time/time_counter, depth/deptht, latitude/lat, ...),
+  values by CF decoding (_FillValue, missing_value, valid_*, _Unsigned, packing; see cf/decode.py).
+- A temperature variable (thetao, a standard_name with "temperature", or temperature units) is converted
+  from any temperature unit to °C (units column "degrees_C"); units that are not a temperature, or values
+  outside -3..45 °C afterwards, stop the export naming the file. Other variables keep their units (e.g.
+  salinity for export.variable = so), named in the units column.
+- Land written as a number (0, -999, 1e20 ... at every exported level, no _FillValue) stops the export
+  unless export.fill_values declares it; declared values become NaN wherever they appear.
 """
 
 from __future__ import annotations
@@ -43,6 +49,17 @@ import pandas as pd
 from tqdm import tqdm
 
 from depthdif.atomic import atomic_path, atomic_to_csv, remove_stale_temps
+from depthdif.cf import (
+    CELSIUS_UNITS,
+    FieldFileError,
+    apply_fill_values,
+    axis_roles,
+    check_sea_water_temperature,
+    decode_values,
+    is_temperature,
+    to_celsius,
+    where_of,
+)
 from depthdif.glorys import date_of_file
 from depthdif.paths import PathEscapeError, resolve_inside
 from depthdif.tiling import TilingError, tile_fractions, tile_origins
@@ -58,21 +75,24 @@ COLUMNS = [
     "split",
 ]  # fmt: skip
 
-# names a dimension of the variable may have, by role (CMEMS uses time/depth/latitude/longitude)
-_AXIS_NAMES = {
-    "time": {"time", "t"},
-    "depth": {"depth", "deptht", "lev", "z"},
-    "lat": {"latitude", "lat"},
-    "lon": {"longitude", "lon"},
-}
-_KELVIN_UNITS = {"k", "kelvin", "degree_k", "degrees_k", "degk"}
-KELVIN_OFFSET = 273.15
 # two files "share" a depth axis if their levels agree to this relative tolerance
 _DEPTH_RTOL = 1e-4
+# two files share a horizontal grid if their axes agree to this share of the grid step or to this many float32
+# ulps of the values, whichever is larger: files store float32 coordinates, and the same grid written as
+# float64 by another tool differs from them by up to half an ulp
+_GRID_STEP_RTOL = 1e-6
+_GRID_FLOAT32_ULPS = 4
 
 
 class ExportError(RuntimeError):
     """An input file or setting cannot be exported; the message names the file and what to do."""
+
+
+class ExportFieldError(ExportError, FieldFileError):
+    """A file the CF layer (depthdif.cf) refused, raised as both ExportError and FieldFileError.
+
+    Both, so that callers of the export's contract and of the CF layer's contract each catch it.
+    """
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,7 @@ class ExportSettings:
     patch_size: int
     stride: int
     max_nodata_fraction: float
+    fill_values: tuple[float, ...] = ()
 
     @classmethod
     def from_config(cls, config: dict) -> ExportSettings:
@@ -94,6 +115,7 @@ class ExportSettings:
             patch_size=int(export["patch_size"]),
             stride=int(export["stride"]),
             max_nodata_fraction=float(export["max_nodata_fraction"]),
+            fill_values=tuple(float(v) for v in export.get("fill_values") or ()),
         )
 
 
@@ -127,6 +149,8 @@ class FileResult:
     n_tiles: int
     n_all_land: int
     depth_values: tuple[np.floating, ...]
+    latitude: np.ndarray
+    longitude: np.ndarray
 
 
 # ---------------------------------------------------------------------------------------------- manifest
@@ -165,7 +189,13 @@ def read_manifest(manifest_csv: Path) -> list[FileJob]:
 def _manifest_date(value, name: str, manifest_csv: Path) -> int:
     """YYYYMMDD int from the manifest's date column, or from the file name if the column is empty."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
-        return date_of_file(name)
+        date = date_of_file(name)
+        if date is None:
+            raise ExportError(
+                f"manifest {manifest_csv}: file {name} has no date (empty date column, no _YYYYMM in the "
+                "name); rerun the download stage, which reads it from the file"
+            )
+        return date
     text = str(value).strip().replace("-", "")
     if text.endswith(".0"):
         text = text[:-2]
@@ -192,20 +222,36 @@ def _with_id_prefixes(raw_dir: Path, entries: list[tuple[str, int]]) -> list[Fil
 # --------------------------------------------------------------------------------------------- reading
 
 
-def read_levels(path: Path, variable: str, depth_indices: tuple[int, ...]) -> LevelStack:
+def read_levels(
+    path: Path, variable: str, depth_indices: tuple[int, ...], fill_values: tuple[float, ...] = ()
+) -> LevelStack:
     """Read only ``depth_indices`` of ``variable`` from one NetCDF file, decoded to float32 (NaN = no data).
 
-    Raises ExportError naming the file for a missing file/variable, unexpected dims, an out-of-range depth
-    index, or a file that is truncated or corrupt.
+    Args:
+        path: the NetCDF file.
+        variable: the variable to read (export.variable).
+        depth_indices: indices along its depth axis, in channel order.
+        fill_values: values (in the file's units) that mean no data (export.fill_values).
+
+    Returns:
+        the (C, H, W) levels with their coordinates; temperatures in °C.
+
+    Raises:
+        ExportError: naming the file, for a missing file/variable, an out-of-range depth index, more than
+            one time step, or a file that is truncated or corrupt.
+        ExportFieldError: (an ExportError and a FieldFileError) the file's dims, attributes, units, values
+            or land cannot be read as CF says (see depthdif.cf); the message names the file and the fix.
     """
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: listed in the manifest but missing; rerun the download stage")
     try:
         with netCDF4.Dataset(path, "r") as dataset:
-            return _read_levels_open(dataset, path, variable, depth_indices)
+            return _read_levels_open(dataset, path, variable, depth_indices, tuple(fill_values))
     except ExportError:
         raise
+    except FieldFileError as err:
+        raise ExportFieldError(str(err)) from None
     except (OSError, RuntimeError, ValueError, IndexError, KeyError) as err:
         raise ExportError(
             f"{path}: cannot read {variable} ({type(err).__name__}: {err}); the file is probably truncated "
@@ -213,14 +259,16 @@ def read_levels(path: Path, variable: str, depth_indices: tuple[int, ...]) -> Le
         ) from err
 
 
-def _read_levels_open(dataset, path: Path, variable: str, depth_indices: tuple[int, ...]) -> LevelStack:
+def _read_levels_open(
+    dataset, path: Path, variable: str, depth_indices: tuple[int, ...], fill_values: tuple[float, ...]
+) -> LevelStack:
     if variable not in dataset.variables:
         raise ExportError(
             f"{path}: variable '{variable}' not found (variables: {sorted(dataset.variables)}); "
             "set export.variable to one of them"
         )
     var = dataset.variables[variable]
-    axes = _axes_of(var, path)
+    axes = _axes_of(dataset, var, path)
     n_depth = var.shape[axes["depth"]]
     bad = [i for i in depth_indices if not 0 <= i < n_depth]
     if bad:
@@ -236,15 +284,17 @@ def _read_levels_open(dataset, path: Path, variable: str, depth_indices: tuple[i
     latitude = _coordinate(dataset, var.dimensions[axes["lat"]], path)
     longitude = _coordinate(dataset, var.dimensions[axes["lon"]], path)
     depth = _coordinate(dataset, var.dimensions[axes["depth"]], path)
-    units = str(getattr(var, "units", ""))
-    packing = _simple_packing(var)
-    var.set_auto_maskandscale(packing is None)  # the common CMEMS packing is decoded here, faster
-    levels = [_read_level(var, axes, index, packing) for index in depth_indices]
-    data = np.stack(levels)
-    if units.strip().lower() in _KELVIN_UNITS:
-        # the contract is °C; a Kelvin file (e.g. another product) is converted, not silently mixed in
-        data -= np.float32(KELVIN_OFFSET)
-        units = "degrees_C"
+    attrs = {name: var.getncattr(name) for name in var.ncattrs()}
+    where = where_of(path, variable)
+    var.set_auto_maskandscale(False)  # raw values: depthdif.cf decodes them (same values, no masked arrays)
+    data = np.stack([_read_level(var, axes, index, attrs, where) for index in depth_indices])
+    data = apply_fill_values(data, fill_values, where)
+    units = str(attrs.get("units", ""))
+    if is_temperature(variable, attrs):
+        # the contract is °C: a file in Kelvin (or any temperature unit) is converted, not mixed in
+        data = to_celsius(data, attrs.get("units"), where)
+        check_sea_water_temperature(data, where)
+        units = CELSIUS_UNITS
     return LevelStack(
         data=data,
         latitude=latitude,
@@ -254,21 +304,15 @@ def _read_levels_open(dataset, path: Path, variable: str, depth_indices: tuple[i
     )
 
 
-def _axes_of(var, path: Path) -> dict[str, int]:
-    """Position of each role (time, depth, lat, lon) among the variable's dims; error on anything else."""
-    axes: dict[str, int] = {}
-    for position, dim in enumerate(var.dimensions):
-        role = next((r for r, names in _AXIS_NAMES.items() if dim.lower() in names), None)
-        if role is None or role in axes:
-            axes = {}
-            break
-        axes[role] = position
-    if not {"depth", "lat", "lon"} <= axes.keys():
-        raise ExportError(
-            f"{path}: variable '{var.name}' has dims {var.dimensions}; expected (time, depth, latitude, "
-            "longitude) or (depth, latitude, longitude) as in the CMEMS GLORYS12 files"
-        )
-    return axes
+def _axes_of(dataset, var, path: Path) -> dict[str, int]:
+    """Position of each role (time, depth, lat, lon) among the variable's dims (see depthdif.cf.axes)."""
+
+    def attrs_of(dim: str):
+        coordinate = dataset.variables.get(dim)
+        return None if coordinate is None else {k: coordinate.getncattr(k) for k in coordinate.ncattrs()}
+
+    roles = axis_roles(var.dimensions, path, var.name, attrs_of)
+    return {role: var.dimensions.index(dim) for role, dim in roles.items()}
 
 
 def _coordinate(dataset, dim: str, path: Path) -> np.ndarray:
@@ -280,38 +324,13 @@ def _coordinate(dataset, dim: str, path: Path) -> np.ndarray:
     return np.ma.filled(values, np.nan)
 
 
-_MASK_ATTRS = ("missing_value", "valid_min", "valid_max", "valid_range", "_Unsigned")
-
-
-def _simple_packing(var) -> tuple[np.ndarray, object, object] | None:
-    """(fill, scale_factor, add_offset) when the variable is packed exactly like CMEMS files, else None.
-
-    That is an integer variable with _FillValue, scale_factor and add_offset and none of the attributes
-    that make netCDF4 mask more (missing_value, valid_*, _Unsigned). For it ``_read_level`` repeats
-    netCDF4's own arithmetic without its masked arrays (~2x faster, same values bit for bit); anything
-    else is left to netCDF4's auto mask/scale.
-    """
-    attrs = set(var.ncattrs())
-    if var.dtype.kind not in "iu" or not {"_FillValue", "scale_factor", "add_offset"} <= attrs:
-        return None
-    if attrs & set(_MASK_ATTRS) or (var.add_offset == 0.0 and var.scale_factor == 1.0):
-        return None
-    return np.array(var._FillValue, var.dtype), var.scale_factor, var.add_offset
-
-
-def _read_level(var, axes: dict[str, int], depth_index: int, packing) -> np.ndarray:
-    """One (lat, lon) level decoded like netCDF4's auto mask/scale, as float32 with NaN for no data."""
+def _read_level(var, axes: dict[str, int], depth_index: int, attrs: dict, where: str) -> np.ndarray:
+    """One (lat, lon) level, CF-decoded to float32 with NaN for no data (``var`` reads raw values)."""
     index: list[int | slice] = [slice(None)] * len(var.dimensions)
     index[axes["depth"]] = depth_index
     if "time" in axes:
         index[axes["time"]] = 0
-    if packing is None:
-        level = np.ma.filled(var[tuple(index)], np.nan).astype(np.float32, copy=False)
-    else:
-        fill, scale, offset = packing
-        raw = np.asarray(var[tuple(index)])
-        level = (raw * scale + offset).astype(np.float32, copy=False)  # netCDF4's expression and dtype
-        level[raw == fill] = np.nan
+    level = decode_values(np.asarray(var[tuple(index)]), attrs, where)
     if axes["lon"] < axes["lat"]:  # the two axes left keep the file's order
         level = level.T
     return np.ascontiguousarray(level)
@@ -331,7 +350,7 @@ def _join(values) -> str:
 
 def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileResult:
     """Read one file, write its kept tiles as .npy under ``out_dir/y_npy``, return their index rows."""
-    stack = read_levels(job.path, settings.variable, settings.depth_indices)
+    stack = read_levels(job.path, settings.variable, settings.depth_indices, settings.fill_values)
     size = settings.patch_size
     try:
         origins = tile_origins(stack.data.shape[1:], size, settings.stride)
@@ -374,7 +393,9 @@ def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileRe
                 "split": UNASSIGNED,
             }
         )
-    return FileResult(job, rows, len(origins), n_all_land, stack.depth_values)
+    return FileResult(
+        job, rows, len(origins), n_all_land, stack.depth_values, stack.latitude, stack.longitude
+    )
 
 
 def _write_npy(target: Path, tile: np.ndarray) -> None:
@@ -423,6 +444,7 @@ def export_patches(
     )  # fmt: skip
     results = _run_jobs(jobs, settings, out_dir, workers)
     _check_same_depths(results)
+    _check_same_grid(results)
     rows = _report(results)
     if not rows:
         raise ExportError(
@@ -492,6 +514,75 @@ def _check_same_depths(results: list[FileResult]) -> None:
                 f"{first.job.path} has {list(first.depth_values)} m: the files do not share a depth axis; "
                 "export them separately or fix the download"
             )
+
+
+def _check_same_grid(results: list[FileResult]) -> None:
+    """A patch's (y0, x0) must be the same place in every file: the split, climatology and DINEOF group by it.
+
+    Args:
+        results: what each file of the manifest gave.
+
+    Raises:
+        ExportError: a file's latitude or longitude axis differs from the earliest file's; the message names
+            both files and the difference (size, first/last values, largest offset).
+    """
+    if not results:
+        return
+    first = min(results, key=lambda r: (r.job.date, r.job.source_file))
+    for result in results:
+        for axis in ("latitude", "longitude"):
+            difference = _axis_difference(getattr(first, axis), getattr(result, axis))
+            if difference:
+                raise ExportError(
+                    f"{result.job.path} is on another grid than {first.job.path}: {axis} {difference}. "
+                    "All files of a source must share one grid, because a patch at (y0, x0) must be the same "
+                    "place in every month: regrid the file onto the others' grid or take it out of the "
+                    "source (source.local_dir, source.years, source.months), then rerun the download"
+                )
+
+
+def _axis_difference(first: np.ndarray, other: np.ndarray) -> str | None:
+    """How ``other`` differs from ``first`` beyond the grid tolerance, in words; None when they agree.
+
+    Args:
+        first: a coordinate axis of the earliest file.
+        other: the same axis of another file.
+
+    Returns:
+        ``"<other> vs <first>"`` (size, first and last value of each) and, for axes of one size, the largest
+        offset; or None.
+    """
+    largest = ""
+    if other.shape == first.shape:
+        a, b = first.astype(np.float64), other.astype(np.float64)
+        offset = np.where(np.isnan(a) & np.isnan(b), 0.0, np.abs(a - b))
+        offset = np.nan_to_num(offset, nan=np.inf)  # NaN in one file only: no match
+        worst = int(np.argmax(offset)) if offset.size else 0
+        if not offset.size or offset[worst] <= _grid_tolerance(first):
+            return None
+        largest = (
+            f"; largest offset {offset[worst]:.6g} at index {worst} ({_coord_value(other[worst])} vs "
+            f"{_coord_value(first[worst])})"
+        )
+    return f"{_describe_axis(other)} vs {_describe_axis(first)}{largest}"
+
+
+def _describe_axis(values: np.ndarray) -> str:
+    if not values.size:
+        return "0 values"
+    return f"{values.size} values from {_coord_value(values[0])} to {_coord_value(values[-1])}"
+
+
+def _grid_tolerance(axis: np.ndarray) -> float:
+    """Largest offset two files may have on ``axis`` and still share it (see _GRID_STEP_RTOL)."""
+    values = axis.astype(np.float64)
+    values = values[np.isfinite(values)]
+    if not values.size:
+        return 0.0
+    steps = np.abs(np.diff(values))
+    step = float(np.median(steps)) if steps.size else 0.0
+    ulp = float(np.spacing(np.float32(np.abs(values).max())))
+    return max(_GRID_STEP_RTOL * step, _GRID_FLOAT32_ULPS * ulp)
 
 
 def _report(results: list[FileResult]) -> list[dict]:

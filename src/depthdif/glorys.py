@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 
 DATASET_ID = "cmems_mod_glo_phy_my_0.083deg_P1M-m"
@@ -21,20 +22,52 @@ DEPTH_LEVELS_M = (
     2225.078, 2533.336, 2865.703, 3220.82, 3597.032, 3992.484, 4405.224, 4833.291, 5274.784, 5727.917,
 )
 
-_MONTH_SUFFIX = re.compile(r"_(\d{6}|\d{8})\.nc$")
+# _YYYYMM.nc / _YYYYMMDD.nc (DepthDif's own names) and _YYYY-MM-DD.nc (Copernicus Marine subset names)
+_DATE_SUFFIX = re.compile(r"_(?P<year>\d{4})(?P<month>\d{2})(?P<day>\d{2})?\.nc$")
+_ISO_DATE_SUFFIX = re.compile(r"_(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})\.nc$")
+MID_MONTH_DAY = 15
 
 
 def file_name(year: int, month: int) -> str:
     return FILE_TEMPLATE.format(year=year, month=month)
 
 
-def date_of_file(name: str) -> int:
-    """YYYYMMDD of a file from its ``_YYYYMM.nc`` / ``_YYYYMMDD.nc`` suffix; mid-month for monthly files.
+def date_of_file(name: str) -> int | None:
+    """YYYYMMDD from a file name's date suffix, or None when the name has none.
 
-    Anything else gives 19700115 so that a file with an odd name still has a (clearly fake) date.
+    Args:
+        name: a file name (or path) ending in ``_YYYYMM.nc`` (-> the 15th: mid-month), ``_YYYYMMDD.nc`` or
+            ``_YYYY-MM-DD.nc`` (Copernicus Marine subsets, e.g. ``..._thetao_..._2010-07-01.nc``).
+
+    Returns:
+        the date as an int (e.g. 20101115), or None when the name has no such suffix or it is not a real
+        date. The file's own time coordinate is the better source: see ``depthdif.cf.dates``.
     """
-    match = _MONTH_SUFFIX.search(name)
+    match = _DATE_SUFFIX.search(name) or _ISO_DATE_SUFFIX.search(name)
     if not match:
-        return 19700115
-    digits = match.group(1)
-    return int(digits) if len(digits) == 8 else int(digits + "15")
+        return None
+    year, month = int(match["year"]), int(match["month"])
+    day = int(match["day"]) if match["day"] else MID_MONTH_DAY
+    try:
+        datetime.date(year, month, day)
+    except ValueError:
+        return None
+    return year * 10000 + month * 100 + day
+
+
+def own_file_date(name: str) -> int:
+    """YYYYMMDD of a file DepthDif named itself (``file_name``): its name always carries the month.
+
+    Args:
+        name: a name written by ``file_name`` (``..._YYYYMM.nc``).
+
+    Returns:
+        the mid-month date, e.g. 20101115.
+
+    Raises:
+        ValueError: the name has no date suffix, which means a bug in the caller, not a user's file.
+    """
+    date = date_of_file(name)
+    if date is None:
+        raise ValueError(f"{name} is not a name DepthDif writes (…_YYYYMM.nc): a bug, please report it")
+    return date

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from depthdif.glorys import DEPTH_LEVELS_M
 from depthdif.normalization import (
     temperature_denormalize,
     temperature_error_to_celsius,
@@ -32,12 +31,33 @@ class TileInput:
     lon_centre: float
 
 
-def band_depths(settings: dict) -> list[float]:
-    """Depths (m) of the exported channels a checkpoint was trained on."""
+def band_depths(settings: dict, where: str = "the model") -> list[float]:
+    """Depths (m) of the exported channels a checkpoint was trained on, as read from its training files.
+
+    Args:
+        settings: the checkpoint's settings (:func:`depthdif.models.module.model_settings`).
+        where: the checkpoint, for the error message.
+
+    Returns:
+        One depth in metres per exported channel (channel 0 = the surface/EO channel of eo_4band).
+
+    Raises:
+        CheckpointError: the settings hold no depths (a format-2 model.ckpt, or one trained without a patch
+            index). Its ``depth_indices`` are positions in the training files' depth axis, and looking them
+            up in the 50 GLORYS12 levels is wrong for files holding other levels, so no guess is made.
+    """
     export = settings["export"]
-    if export.get("depth_values_m"):
-        return [float(d) for d in export["depth_values_m"]]
-    return [float(DEPTH_LEVELS_M[i]) for i in export["depth_indices"]]
+    depths = export.get("depth_values_m")
+    if not depths:
+        from depthdif.models.module import CheckpointError  # lazy: the module pulls in Lightning
+
+        raise CheckpointError(
+            f"{where} does not record the depths (m) of its bands (a model.ckpt written before format 3, or "
+            f"trained without a patch index): its export.depth_indices {list(export['depth_indices'])} are "
+            "positions in its training files' depth axis, which need not be the 50 GLORYS12 levels. Retrain it "
+            "with this DepthDif version (training stores the index's depth_values in model.ckpt)."
+        )
+    return [float(d) for d in depths]
 
 
 DEPTH_TOLERANCE = 0.02  # a file level within 2 % (+1 cm) of a trained depth counts as that depth
@@ -54,9 +74,16 @@ def match_levels(axis: np.ndarray, wanted: Sequence[float]) -> list[int | None]:
     return positions
 
 
-def target_depths(settings: dict) -> list[float]:
-    """Depths (m) of the bands the model reconstructs (C of the batch contract)."""
-    depths = band_depths(settings)
+def same_levels(trained: Sequence[float], found: Sequence[float]) -> bool:
+    """True when ``found`` holds, position by position, the levels ``trained`` (within the match tolerance)."""
+    if len(trained) != len(found):
+        return False
+    return all(abs(f - t) <= DEPTH_TOLERANCE * t + 0.01 for t, f in zip(trained, found, strict=True))
+
+
+def target_depths(settings: dict, where: str = "the model") -> list[float]:
+    """Depths (m) of the bands the model reconstructs (C of the batch contract); see :func:`band_depths`."""
+    depths = band_depths(settings, where)
     if settings["variant"] == "temp_v1":
         return [depths[settings["dataset"]["temp_v1_band"]]]
     return depths[1:]

@@ -2,12 +2,17 @@
 
 `reconstruct_file` is the `depthdif reconstruct` command: a trained checkpoint applied to a NetCDF of sparse
 observations (NaN = not observed), e.g. gridded Argo profiles, written as a CF-compliant NetCDF.
+
+Input files are read the CF way (depthdif.cf): dimensions by role (``lat``/``lon``, ``time_counter``,
+``deptht`` or an ``axis`` attribute), stored values decoded by their own _FillValue/missing_value/valid range
+and packing, units converted to °C, levels matched to the model's by depth value, and the date taken from
+the file (or ``--date``).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +21,28 @@ from tqdm import tqdm
 
 from depthdif import __version__
 from depthdif.atomic import atomic_path
+from depthdif.cf.axes import accepted_names, axis_roles, role_of_dim
+from depthdif.cf.dates import date_of_dataset
+from depthdif.cf.decode import decode_values
+from depthdif.cf.errors import FieldFileError
+from depthdif.cf.units import check_sea_water_temperature, is_temperature, to_celsius
 from depthdif.datasets import lon_midpoint
-from depthdif.inference import TileInput, build_batch, match_levels, sample_celsius, target_depths
+from depthdif.errors import DepthDifError
+from depthdif.inference import (
+    TileInput,
+    band_depths,
+    build_batch,
+    match_levels,
+    sample_celsius,
+    target_depths,
+)
 from depthdif.stitching import stitch
 from depthdif.tiling import tile_origins
 
 log = logging.getLogger(__name__)
 
 
-class ReconstructionError(ValueError):
+class ReconstructionError(DepthDifError, ValueError):
     """The observations cannot be reconstructed with this model; the message says why."""
 
 
@@ -38,6 +56,9 @@ class GridObservations:
     latitude: np.ndarray
     longitude: np.ndarray
     date: int
+    # the input file's coordinate attributes (long_name, comment...), carried into the output
+    latitude_attrs: dict = field(default_factory=dict)
+    longitude_attrs: dict = field(default_factory=dict)
 
 
 def reconstruct_grid(module, grid: GridObservations, ensemble_size: int, steps: int, stride: int | None = None,
@@ -96,6 +117,122 @@ def _tile(grid: GridObservations, y0: int, x0: int, size: int) -> TileInput:
 
 
 # ----------------------------------------------------------------------------- NetCDF in
+# CF standard names of a sea temperature field, in the order a variable is preferred when a file holds several
+TEMPERATURE_STANDARD_NAMES = (
+    "sea_water_potential_temperature", "sea_water_temperature", "sea_surface_temperature",
+    "sea_surface_foundation_temperature", "sea_surface_subskin_temperature", "sea_surface_skin_temperature",
+)
+OCEAN_MASK = "ocean_mask"
+
+
+def _attrs_of(ds: xr.Dataset):
+    """The attributes of the coordinate variable named like a dimension (None if there is none), for axis_roles."""
+    return lambda dim: dict(ds[dim].attrs) if dim in ds.variables else None
+
+
+def _roles(ds: xr.Dataset, name: str, path: Path, need_depth: bool) -> dict[str, str]:
+    """Role (time, depth, lat, lon) -> dimension name of variable ``name``.
+
+    Args:
+        ds: the open file.
+        name: the variable.
+        path: the file, for the messages.
+        need_depth: False for a surface field, which may have no depth dimension.
+
+    Returns:
+        e.g. ``{"time": "time", "lat": "lat", "lon": "lon"}``.
+
+    Raises:
+        FieldFileError: a dimension has no role, or latitude/longitude (or a needed depth) is missing.
+    """
+    dims, attrs_of = ds[name].dims, _attrs_of(ds)
+    roles = {role_of_dim(dim, attrs_of(dim)): dim for dim in dims}
+    if need_depth or "depth" in roles:
+        return axis_roles(dims, path, name, attrs_of)
+    if None in roles or not {"lat", "lon"} <= set(roles) or len(roles) != len(dims):
+        raise FieldFileError(
+            f"{path}: variable '{name}' has dims {dims}; a field without depth needs latitude and longitude "
+            f"(and optionally time) and nothing else (accepted: {accepted_names()}). Rename or drop the other "
+            "dimensions."
+        )
+    return roles
+
+
+def _on_lat_lon(ds: xr.Dataset, name: str) -> bool:
+    """True when variable ``name`` has a latitude and a longitude dimension (by name or attributes)."""
+    found = {role_of_dim(dim, _attrs_of(ds)(dim)) for dim in ds[name].dims}
+    return {"lat", "lon"} <= found
+
+
+def _temperature_variable(ds: xr.Dataset, path: Path) -> str:
+    """The name of the temperature variable: ``thetao``, else the first with a sea-temperature standard_name,
+    else the only temperature (by name or units) on latitude/longitude dimensions, else the only variable there.
+
+    Raises:
+        ReconstructionError: no such variable, or several with nothing to choose between them.
+    """
+    if "thetao" in ds.data_vars:
+        return "thetao"
+    candidates = [v for v in ds.data_vars if v != OCEAN_MASK and _on_lat_lon(ds, str(v))]
+    for standard_name in TEMPERATURE_STANDARD_NAMES:
+        named = [v for v in candidates if ds[v].attrs.get("standard_name") == standard_name]
+        if named:
+            return str(named[0])
+    temperatures = [v for v in candidates if is_temperature(str(v), ds[v].attrs)]
+    for group in (temperatures, candidates):
+        if len(group) == 1:
+            return str(group[0])
+    layout = {str(v): ds[v].dims for v in ds.data_vars}
+    raise ReconstructionError(
+        f"{path} has {'no' if not candidates else 'more than one'} candidate temperature variable on latitude/"
+        f"longitude dimensions: looked for 'thetao', a standard_name among {list(TEMPERATURE_STANDARD_NAMES)} or "
+        f"a single variable on (latitude, longitude); its variables are {layout} (accepted dimension names: "
+        f"{accepted_names()}). Name the temperature variable 'thetao' or give it its standard_name."
+    )
+
+
+def _one_time_step(data: xr.DataArray, roles: dict[str, str], path: Path) -> xr.DataArray:
+    """``data`` without its time dimension; refuses more than one time step (one file = one date)."""
+    if "time" not in roles:
+        return data
+    steps = data.sizes[roles["time"]]
+    if steps != 1:
+        raise ReconstructionError(f"{path} holds {steps} time steps of '{data.name}'; give one per file "
+                                  "(e.g. `cdo splitsel,1`).")
+    return data.isel({roles["time"]: 0})
+
+
+def _coordinate(ds: xr.Dataset, dim: str, path: Path) -> tuple[np.ndarray, dict]:
+    """Decoded values (float, the file's precision) and attributes of the coordinate variable of ``dim``."""
+    if dim not in ds.variables:
+        raise ReconstructionError(f"{path}: dimension '{dim}' has no coordinate variable (the value of each "
+                                  f"{dim} index); add one, e.g. with `ncap2`.")
+    variable = ds[dim]
+    values = np.asarray(decode_values(np.asarray(variable.values), variable.attrs, f"{path}: coordinate '{dim}'"))
+    # a float coordinate keeps the file's precision, so that the output's grid is the input's exactly
+    dtype = variable.dtype if np.issubdtype(variable.dtype, np.floating) else np.float64
+    return values.astype(dtype, copy=False), dict(variable.attrs)
+
+
+def _celsius(raw: np.ndarray, attrs, where: str) -> np.ndarray:
+    """Stored values -> °C (float64, NaN = no value): CF decoding, unit conversion, plausibility check.
+
+    Args:
+        raw: values as stored in the file (read with ``mask_and_scale=False``).
+        attrs: the variable's attributes (_FillValue, missing_value, valid_*, scale_factor, add_offset, units).
+        where: file and variable, for the messages.
+
+    Returns:
+        The values in °C, NaN where the file holds no value.
+
+    Raises:
+        FieldFileError: units that are not a temperature, or values outside -3..45 °C once decoded.
+    """
+    celsius = to_celsius(decode_values(raw, attrs, where), attrs.get("units"), where)
+    check_sea_water_temperature(celsius, where)
+    return np.asarray(celsius, np.float64)
+
+
 def _level_positions(depths: np.ndarray, wanted: list[float], path: Path) -> list[int]:
     positions = match_levels(depths, wanted)
     for depth, position in zip(wanted, positions, strict=True):
@@ -107,38 +244,56 @@ def _level_positions(depths: np.ndarray, wanted: list[float], path: Path) -> lis
     return positions
 
 
-def _data_variable(ds: xr.Dataset, path: Path, variable: str | None) -> xr.DataArray:
-    if variable is None:
-        variable = "thetao" if "thetao" in ds else next((v for v in ds.data_vars if {"latitude", "longitude"} <= set(ds[v].dims)), None)
-    if variable is None or variable not in ds:
-        raise ReconstructionError(f"{path} has no temperature variable (looked for 'thetao' or any "
-                                  f"(latitude, longitude) variable); its variables are {list(ds.data_vars)}.")
-    data = ds[variable]
-    if "time" in data.dims:
-        if data.sizes["time"] != 1:
-            raise ReconstructionError(f"{path} holds {data.sizes['time']} time steps; give one per file.")
-        data = data.isel(time=0)
-    return data
+def _date_of(ds: xr.Dataset, path: Path, given: int | None) -> int:
+    """YYYYMMDD of the observations: the file's (time coordinate, then attributes, then name), or ``given``.
+
+    Raises:
+        FieldFileError: the file states no date and none is given.
+        ReconstructionError: the file states another date than ``given``.
+    """
+    try:
+        stated = date_of_dataset(ds, path)
+    except FieldFileError as err:
+        if given is None:
+            raise FieldFileError(f"{err} Or give the date with `depthdif reconstruct --date YYYY-MM-DD`.") from None
+        return int(given)
+    if given is not None and int(given) != stated:
+        raise ReconstructionError(
+            f"{path} states the date {stated} but --date says {given}; the model is conditioned on the day of "
+            "the year, so one of them is wrong: drop --date, or correct the file's time."
+        )
+    return stated
 
 
-def _date_of(ds: xr.Dataset) -> int:
-    if "time" in ds.coords and ds["time"].size >= 1:
-        stamp = np.datetime64(np.atleast_1d(ds["time"].values)[0], "D").astype(object)
-        return int(stamp.strftime("%Y%m%d"))
-    return 19700115
+def read_observations(path: Path, settings: dict, surface: Path | None = None,
+                      date: int | None = None) -> GridObservations:
+    """Observations (and, for eo_4band, the surface field) from NetCDF, on the model's levels, in °C.
 
+    Args:
+        path: NetCDF with one temperature variable on (time,) depth, latitude, longitude (any accepted
+            names), NaN or its fill/missing value where not observed, and an ``ocean_mask``.
+        settings: the checkpoint's settings (the depths it reconstructs, its variant).
+        surface: the surface (EO) field for eo_4band.
+        date: YYYYMMDD for a file that states no date (``--date``).
 
-def read_observations(path: Path, settings: dict, surface: Path | None = None) -> GridObservations:
-    """Observations (and, for eo_4band, the surface field) from NetCDF, on the model's levels."""
-    with xr.open_dataset(path) as ds:
-        data = _data_variable(ds, path, None)
-        if "depth" not in data.dims:
-            raise ReconstructionError(f"{path}: the temperature variable has no 'depth' dimension.")
-        positions = _level_positions(np.asarray(ds["depth"].values, float), target_depths(settings), path)
-        observed = np.asarray(data.isel(depth=positions).transpose("depth", "latitude", "longitude").values, float)
-        lat, lon = np.asarray(ds["latitude"].values), np.asarray(ds["longitude"].values)
+    Returns:
+        The observations on the model's levels, by depth value.
+
+    Raises:
+        ReconstructionError, FieldFileError: the message names the file and what to change.
+    """
+    with xr.open_dataset(path, mask_and_scale=False) as ds:
+        name = _temperature_variable(ds, path)
+        roles = _roles(ds, name, path, need_depth=True)
+        data = _one_time_step(ds[name], roles, path)
+        depth_axis, _ = _coordinate(ds, roles["depth"], path)
+        positions = _level_positions(depth_axis, target_depths(settings), path)
+        raw = data.isel({roles["depth"]: positions}).transpose(roles["depth"], roles["lat"], roles["lon"]).values
+        observed = _celsius(raw, data.attrs, f"{path}: variable '{name}'")
+        lat, lat_attrs = _coordinate(ds, roles["lat"], path)
+        lon, lon_attrs = _coordinate(ds, roles["lon"], path)
         ocean = _ocean_mask(ds, positions, observed.shape, path)
-        date = _date_of(ds)
+        file_date = _date_of(ds, path, date)
     eo = None
     if settings["variant"] == "eo_4band":
         eo = _read_surface(surface, lat, lon, settings, path)
@@ -150,45 +305,57 @@ def read_observations(path: Path, settings: dict, surface: Path | None = None) -
             f"{path} has no 'ocean_mask' variable (1 = ocean, 0 = land, on (depth,) latitude, longitude): without "
             "it NaN cannot tell land from an unobserved ocean cell. Add one (e.g. from the model grid's bathymetry)."
         )
-    return GridObservations(observed, ocean, eo, lat, lon, date)
+    return GridObservations(observed, ocean, eo, lat, lon, file_date, lat_attrs, lon_attrs)
 
 
 def _ocean_mask(ds: xr.Dataset, positions: list[int], shape: tuple[int, ...], path: Path) -> np.ndarray | None:
-    if "ocean_mask" not in ds:
+    """(C, ny, nx) bool from the ``ocean_mask`` variable (> 0 = ocean, fill = land), or None without one."""
+    if OCEAN_MASK not in ds:
         return None
-    mask = ds["ocean_mask"]
-    if "time" in mask.dims:
-        mask = mask.isel(time=0)
-    if "depth" in mask.dims:
-        mask = mask.isel(depth=positions).transpose("depth", "latitude", "longitude")
-    values = np.asarray(mask.values) > 0
-    return np.broadcast_to(values, shape).copy()
+    roles = _roles(ds, OCEAN_MASK, path, need_depth=False)
+    mask = _one_time_step(ds[OCEAN_MASK], roles, path)
+    order = [roles["lat"], roles["lon"]]
+    if "depth" in roles:
+        mask = mask.isel({roles["depth"]: positions})
+        order = [roles["depth"], *order]
+    values = decode_values(np.asarray(mask.transpose(*order).values), mask.attrs, f"{path}: variable 'ocean_mask'")
+    with np.errstate(invalid="ignore"):
+        ocean = np.asarray(values, np.float64) > 0  # NaN (a fill value) is land
+    return np.broadcast_to(ocean, shape).copy()
 
 
 def _read_surface(surface: Path | None, lat: np.ndarray, lon: np.ndarray, settings: dict, obs_path: Path) -> np.ndarray:
+    """The surface (EO) field in °C on the observations' grid, (ny, nx), NaN on land."""
     if surface is None:
         raise ReconstructionError(
             "this is an eo_4band model: give the surface (EO) field with --surface FILE.nc (thetao at the "
-            "surface, or any (latitude, longitude) temperature variable, in °C)."
+            "surface, or a (latitude, longitude) sea surface temperature, e.g. a satellite L4 SST)."
         )
-    from depthdif.inference import band_depths
-
-    with xr.open_dataset(surface) as ds:
-        data = _data_variable(ds, surface, None)
-        if "depth" in data.dims:
-            position = _level_positions(np.asarray(ds["depth"].values, float), [band_depths(settings)[0]], surface)[0]
-            data = data.isel(depth=position)
-        if data.sizes.get("latitude") != lat.size or data.sizes.get("longitude") != lon.size or not (
-            np.allclose(ds["latitude"].values, lat) and np.allclose(ds["longitude"].values, lon)
+    with xr.open_dataset(surface, mask_and_scale=False) as ds:
+        name = _temperature_variable(ds, surface)
+        roles = _roles(ds, name, surface, need_depth=False)
+        data = _one_time_step(ds[name], roles, surface)
+        if "depth" in roles:
+            depth_axis, _ = _coordinate(ds, roles["depth"], surface)
+            data = data.isel({roles["depth"]: _level_positions(depth_axis, band_depths(settings)[:1], surface)[0]})
+        surface_lat, _ = _coordinate(ds, roles["lat"], surface)
+        surface_lon, _ = _coordinate(ds, roles["lon"], surface)
+        if surface_lat.shape != lat.shape or surface_lon.shape != lon.shape or not (
+            np.allclose(surface_lat, lat) and np.allclose(surface_lon, lon)
         ):
             raise ReconstructionError(
                 f"the surface file {surface} is on another grid than the observations {obs_path}; regrid one "
                 "onto the other first."
             )
-        return np.asarray(data.transpose("latitude", "longitude").values, float)
+        raw = data.transpose(roles["lat"], roles["lon"]).values
+        return _celsius(raw, data.attrs, f"{surface}: variable '{name}'")
 
 
 # ----------------------------------------------------------------------------- NetCDF out
+_ENCODING_ATTRS = ("_FillValue", "missing_value", "valid_min", "valid_max", "valid_range", "scale_factor",
+                   "add_offset")
+
+
 def reconstruction_dataset(mean: np.ndarray, std: np.ndarray, observed_mask: np.ndarray, ocean: np.ndarray,
                            latitude: xr.DataArray | np.ndarray, longitude: xr.DataArray | np.ndarray,
                            depths: list[float], date: int, source: str, truth: np.ndarray | None = None) -> xr.Dataset:
@@ -202,9 +369,11 @@ def reconstruction_dataset(mean: np.ndarray, std: np.ndarray, observed_mask: np.
         "depth": ("depth", np.asarray(depths, np.float32),
                   {"standard_name": "depth", "units": "m", "positive": "down", "axis": "Z", "long_name": "depth"}),
         "latitude": ("latitude", np.asarray(lat.values),
-                     {"standard_name": "latitude", "units": "degrees_north", "axis": "Y", **dict(lat.attrs)}),
+                     _coordinate_attrs(lat, {"standard_name": "latitude", "units": "degrees_north",
+                                             "axis": "Y"})),
         "longitude": ("longitude", np.asarray(lon.values),
-                      {"standard_name": "longitude", "units": "degrees_east", "axis": "X", **dict(lon.attrs)}),
+                      _coordinate_attrs(lon, {"standard_name": "longitude", "units": "degrees_east",
+                                              "axis": "X"})),
     }
     variables = {
         "thetao": (dims, mean[None].astype(np.float32), {
@@ -235,28 +404,75 @@ def reconstruction_dataset(mean: np.ndarray, std: np.ndarray, observed_mask: np.
     return ds
 
 
+def _coordinate_attrs(source: xr.DataArray, cf_attrs: dict) -> dict:
+    """Attributes of an output coordinate: the input's descriptive ones (long_name, comment...) under ours.
+
+    Args:
+        source: the latitude or longitude the caller passed (`depthdif reconstruct`: the observation file's).
+        cf_attrs: standard_name, units and axis of that coordinate.
+
+    Returns:
+        The attributes to write; ``cf_attrs`` win over the input's.
+    """
+    # a user's file may call latitude "lat" or its unit "degrees", and its missing-data and range attributes
+    # (a _FillValue, a float64 valid_min on float32 values) describe its own encoding; CF forbids or flags
+    # each of them on a coordinate variable of ours
+    kept = {key: value for key, value in source.attrs.items() if key not in _ENCODING_ATTRS}
+    return {**kept, **cf_attrs}
+
+
 def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
+    """Write a reconstruction dataset atomically as compressed NetCDF-4 that passes the CF-1.8 checks.
+
+    Args:
+        ds: the dataset of `reconstruction_dataset`.
+        path: the file to write; it appears only once complete.
+
+    Returns:
+        ``path``.
+    """
     encoding = {name: {"zlib": True, "complevel": 4} for name in ds.data_vars}
-    encoding["time"] = {"units": "days since 1950-01-01", "calendar": "standard", "dtype": "float64"}
+    # xarray gives every float variable a NaN _FillValue, which CF forbids on coordinate variables (2.5.1)
+    encoding.update({name: {"_FillValue": None} for name in ds.coords})
+    encoding["time"] = {"units": "days since 1950-01-01", "calendar": "standard", "dtype": "float64",
+                        "_FillValue": None}
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, encoding=encoding, engine="netcdf4")
     return path
 
 
 def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface: Path | None = None,
-                     ensemble_size: int = 8, steps: int = 25) -> Path:
-    """`depthdif reconstruct`: checkpoint + NetCDF of sparse observations -> reconstructed NetCDF."""
+                     ensemble_size: int = 8, steps: int = 25, date: int | None = None) -> Path:
+    """`depthdif reconstruct`: checkpoint + NetCDF of sparse observations -> reconstructed NetCDF.
+
+    Args:
+        checkpoint: model.ckpt of format 3 (it records the depths in metres of its bands).
+        observations: see :func:`read_observations`.
+        output: the NetCDF to write.
+        surface: the surface (EO) field, eo_4band only.
+        ensemble_size: members averaged into the mean.
+        steps: DDIM steps per member.
+        date: YYYYMMDD for an observation file that states no date (``--date``).
+
+    Returns:
+        ``output``.
+
+    Raises:
+        CheckpointError: the checkpoint does not record its depths (format 2).
+        ReconstructionError, FieldFileError: the observations cannot be used; the message says why.
+    """
     from depthdif.models.module import load_model
 
     module = load_model(checkpoint)
-    grid = read_observations(Path(observations), module.settings, surface)
+    depths = target_depths(module.settings, str(checkpoint))  # first: a format-2 model fails before any reading
+    grid = read_observations(Path(observations), module.settings, surface, date)
     log.info("reconstructing %s with the %s model %s (%d members, %d DDIM steps)", observations,
              module.settings["variant"], checkpoint, ensemble_size, steps)
     mean, std = reconstruct_grid(module, grid, ensemble_size, steps)
     observed = np.isfinite(grid.observed) & grid.ocean
-    with xr.open_dataset(observations) as ds:
-        lat, lon = ds["latitude"].load(), ds["longitude"].load()
-    ds = reconstruction_dataset(mean, std, observed, grid.ocean, lat, lon, target_depths(module.settings), grid.date,
+    lat = xr.DataArray(grid.latitude, dims="latitude", attrs=grid.latitude_attrs)
+    lon = xr.DataArray(grid.longitude, dims="longitude", attrs=grid.longitude_attrs)
+    ds = reconstruction_dataset(mean, std, observed, grid.ocean, lat, lon, depths, grid.date,
                                 source=f"DepthDif {module.settings['variant']} model {Path(checkpoint).name} "
                                 f"applied to {Path(observations).name}")
     return write_netcdf(ds, Path(output))

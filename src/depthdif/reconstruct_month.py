@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from depthdif.export import read_levels
+from depthdif.inference import same_levels
 from depthdif.masking import make_band_masks, mask_rng
 from depthdif.reconstruct import GridObservations, reconstruct_grid, reconstruction_dataset, write_netcdf
 
@@ -29,7 +30,9 @@ def reconstruct_month(module, config: Mapping, index: pd.DataFrame, variant: str
         raise ValueError(f"no patch of date {date} in the index; pick a date from its 'date' column.")
     source = Path(config["data_dir"]) / "raw" / str(rows["source_file"].iloc[0])
     indices = tuple(config["export"]["depth_indices"])
-    stack = read_levels(source, config["export"]["variable"], indices)
+    fill_values = tuple(config["export"].get("fill_values", ()))  # land written as a number, as exported
+    stack = read_levels(source, config["export"]["variable"], indices, fill_values)
+    _check_model_levels(module.settings, [float(d) for d in stack.depth_values], source)
     channels = [config["dataset"]["temp_v1_band"]] if variant == "temp_v1" else list(range(1, len(indices)))
     truth = stack.data[channels].astype(np.float64)
     ocean = np.isfinite(truth)
@@ -60,3 +63,21 @@ def reconstruct_month(module, config: Mapping, index: pd.DataFrame, variant: str
     )
     ds.attrs["rmse_hidden_c"] = rmse
     return write_netcdf(ds, path)
+
+
+def _check_model_levels(settings: Mapping, found: list[float], source: Path) -> None:
+    """Refuse a source file whose exported levels are not the ones the model was trained on (by value).
+
+    Args:
+        settings: the checkpoint's settings; a checkpoint without ``export.depth_values_m`` (format 2) is not
+            checked (evaluate has already matched its config to the index).
+        found: depth (m) of each level read at ``export.depth_indices`` from ``source``.
+        source: the file read, for the message.
+
+    Raises:
+        ValueError: the levels differ.
+    """
+    trained = settings["export"].get("depth_values_m")
+    if trained and not same_levels(trained, found):
+        raise ValueError(f"{source} holds levels {found} m at export.depth_indices, but the model was trained on "
+                         f"{list(trained)} m; evaluate it on an export of its own levels.")

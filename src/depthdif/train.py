@@ -80,12 +80,41 @@ class DepthDifEMA(WeightAveraging):
         return self._average_model.module.state_dict()
 
 
-def build_module(config: Mapping, variant: str) -> DepthDifModule:
-    """A fresh (untrained) module for ``variant`` sized by ``config``."""
+def build_module(config: Mapping, variant: str, depth_values_m: Sequence[float] | None = None) -> DepthDifModule:
+    """A fresh (untrained) module for ``variant`` sized by ``config``.
+
+    Args:
+        config: the validated run config.
+        variant: ``temp_v1`` or ``eo_4band``.
+        depth_values_m: depth (m) of each exported channel (the patch index's ``depth_values``), stored in
+            model.ckpt so that reconstruct finds the model's levels by value; see ``model_settings``.
+
+    Returns:
+        The untrained module.
+
+    Raises:
+        CheckpointError: unknown variant, or depths that do not fit ``export.depth_indices``.
+    """
     if variant not in VARIANTS:
         raise CheckpointError(f"unknown variant {variant!r}; use one of {list(VARIANTS)}.")
     train_config = {**config["train"], "seed": int(config.get("seed", 0))}
-    return DepthDifModule(model_settings(config, variant), train_config, num_target_bands(config, variant))
+    return DepthDifModule(model_settings(config, variant, depth_values_m), train_config,
+                          num_target_bands(config, variant))
+
+
+def training_depths(datamodule: pl.LightningDataModule) -> tuple[float, ...] | None:
+    """Depths (m) of the exported channels from the datamodule's patch index, or None if it has none.
+
+    A datamodule without a patch index (tests' in-memory ones) gives a model that cannot be applied to
+    observation files, since nothing says which levels its bands are; this is logged.
+    """
+    if hasattr(datamodule, "depth_values_m"):
+        datamodule.setup("fit")  # reads the index; Lightning's own setup call then does nothing
+    depths = getattr(datamodule, "depth_values_m", None)
+    if depths is None:
+        log.warning("the datamodule gives no depth_values (no patch index): model.ckpt will not record the depths "
+                    "of its bands and `depthdif reconstruct` will refuse it")
+    return depths
 
 
 def default_datamodule(config: Mapping, variant: str) -> pl.LightningDataModule:
@@ -258,8 +287,8 @@ def run_training(
     tc = config["train"]
     torch.set_num_threads(int(tc["threads"]))
     pl.seed_everything(int(config.get("seed", 0)), workers=True)
-    module = build_module(config, variant)
     datamodule = datamodule if datamodule is not None else default_datamodule(config, variant)
+    module = build_module(config, variant, training_depths(datamodule))
     trainer = make_trainer(config, out_dir, callbacks)
     resume = resumable_checkpoint(out_dir / "train" / "checkpoints" / LAST_CKPT)
     if resume:

@@ -45,6 +45,30 @@ def final_outputs():
     return outputs
 
 
+def local_source_files(wildcards=None):
+    """The *.nc of a local source (none for the other kinds): adding or removing one changes the input set,
+    and a file newer than the manifest is out of date, so the download and everything after it rerun."""
+    source = config["source"]
+    if source["kind"] != "local":
+        return []
+    # a dangling link is left to the download, whose check names it
+    return sorted(str(path) for path in Path(source["local_dir"]).glob("*.nc") if path.exists())
+
+
+def source_params(wildcards):
+    """config["source"] (a change of it reruns the download) plus, for a local source, each file's size and
+    mtime: a file replaced by one with an older mtime (cp -p, rsync -a) changes them, which the mtime trigger
+    misses. Other sources get config["source"] unchanged, so their finished runs stay up to date."""
+    source = config["source"]
+    if source["kind"] != "local":
+        return source
+    stamps = {}
+    for name in local_source_files():
+        stat = Path(name).stat()
+        stamps[Path(name).name] = [stat.st_size, stat.st_mtime_ns]
+    return {**source, "file_stamps": stamps}
+
+
 def train_gpus():
     """GPUs the training/evaluation jobs ask the scheduler for (train.devices on a GPU run, else 0)."""
     train = config["train"]

@@ -1,9 +1,11 @@
 rule download:
     """Fetch (Copernicus), link (local) or generate (synthetic) the monthly NetCDF files."""
+    input:
+        local=local_source_files,
     output:
         manifest=RAW_MANIFEST,
     params:
-        source=config["source"],
+        source=source_params,
     conda:
         CONDA_ENV
     log:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ from depthdif.normalization import Y_STD, temperature_error_to_celsius
 log = logging.getLogger(__name__)
 
 VARIANTS = ("temp_v1", "eo_4band")
-FORMAT_VERSION = 2  # 2: cokriging statistics in the state dict (model.working_units)
+FORMAT_VERSION = 3  # 2: cokriging statistics in the state dict (model.working_units); 3: export.depth_values_m
+READABLE_FORMATS = (2, 3)  # a format-2 model has no depths (m) of its bands: see inference.band_depths
 RESIDUAL_UNITS = "first_guess"
 SIGMA_FLOOR_C = 1e-3  # °C: below this the first guess is treated as exact (observed pixels)
 X0_ERROR_BINS = 50  # timestep bins of the network's measured x0 error (analytic reverse variance)
@@ -87,8 +88,29 @@ def uses_residual_units(model_config: Mapping) -> bool:
     return model_config.get("working_units", RESIDUAL_UNITS) == RESIDUAL_UNITS
 
 
-def model_settings(config: Mapping, variant: str) -> dict:
-    """The plain, JSON-able settings that rebuild the network; stored in model.ckpt."""
+def model_settings(config: Mapping, variant: str, depth_values_m: Sequence[float] | None = None) -> dict:
+    """The plain, JSON-able settings that rebuild the network; stored in model.ckpt.
+
+    Args:
+        config: the validated run config.
+        variant: ``temp_v1`` or ``eo_4band``.
+        depth_values_m: depth (m) of each exported channel, as the export read it from the training files
+            (the index's ``depth_values``). ``export.depth_indices`` are positions in those files' depth axis,
+            which need not be the 50 GLORYS12 levels, so reconstruct matches levels by these values; None
+            when unknown (then the model cannot be applied to observation files).
+
+    Returns:
+        ``{"model", "dataset", "export", "variant"}``, JSON-able.
+
+    Raises:
+        CheckpointError: ``depth_values_m`` does not give one depth per exported channel.
+    """
+    indices = list(config["export"]["depth_indices"])
+    if depth_values_m is not None and len(depth_values_m) != len(indices):
+        raise CheckpointError(
+            f"{len(depth_values_m)} depth values {list(depth_values_m)} for {len(indices)} exported channels "
+            f"(export.depth_indices {indices}); the patch index does not belong to this config: re-export."
+        )
     return {
         "model": dict(config["model"]),
         "dataset": {
@@ -99,7 +121,8 @@ def model_settings(config: Mapping, variant: str) -> dict:
             "first_guess_length_scale_px": float(config["evaluate"]["oi_length_scale_px"]),
         },
         "export": {
-            "depth_indices": list(config["export"]["depth_indices"]),
+            "depth_indices": indices,
+            "depth_values_m": None if depth_values_m is None else [float(d) for d in depth_values_m],
             "patch_size": int(config["export"]["patch_size"]),
         },
         "variant": variant,
@@ -615,10 +638,10 @@ def load_model(
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle errors come in many types; all mean "not our file"
         raise CheckpointError(f"{path} is not a DepthDif model.ckpt readable with weights_only=True: {err}") from err
-    if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
+    if not isinstance(payload, dict) or payload.get("format_version") not in READABLE_FORMATS:
         raise CheckpointError(
             f"{path} has format_version {payload.get('format_version') if isinstance(payload, dict) else None}, "
-            f"this code reads {FORMAT_VERSION}; retrain or use the matching DepthDif version."
+            f"this code reads {list(READABLE_FORMATS)}; retrain or use the matching DepthDif version."
         )
     saved_variant = payload["variant"]
     if variant is not None and variant != saved_variant:

@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from depthdif import glorys
+from depthdif.cf.dates import file_date
 from depthdif.config import ConfigError, months_of
 from depthdif.download import DownloadError
 
@@ -293,7 +294,7 @@ def _has_size(path: Path, size: int) -> bool:
 def _by_year(names: Sequence[str]) -> dict[int, list[str]]:
     by_year: dict[int, list[str]] = {}
     for name in names:
-        by_year.setdefault(glorys.date_of_file(name) // 10000, []).append(name)
+        by_year.setdefault(glorys.own_file_date(name) // 10000, []).append(name)
     return by_year
 
 
@@ -459,4 +460,5 @@ def fetch_copernicus(config: Mapping, raw_dir: Path, client: Any = None) -> dict
         client = client if client is not None else load_toolbox(timeout_s, retries)
         fetch = fetch_whole_files if copernicus["bbox"] is None else fetch_subsets
         names = fetch(client, config, raw_dir, staging, credentials)
-    return {name: glorys.date_of_file(name) for name in names}
+    # the date a file states (its time coordinate: mid-month, e.g. the 16th), as for every other source
+    return {name: file_date(raw_dir / name) for name in names}

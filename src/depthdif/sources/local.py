@@ -1,10 +1,14 @@
 """Use monthly NetCDF files already on disk (``source.kind: local``).
 
-Every ``*.nc`` of ``source.local_dir`` is checked up front (readable, has ``export.variable`` on
-(time, depth, latitude, longitude)), then placed in ``raw/`` as a symlink (a copy where links are not
-possible) so that later stages find the contract path ``{data_dir}/raw/*.nc``. Files that name their axes
-``deptht`` / ``lat`` / ``lon`` (NEMO, many regridded products) get a copy with the GLORYS names instead,
-because the export reads the dimensions by name.
+Every ``*.nc`` of ``source.local_dir`` is checked up front (readable, has ``export.variable`` on (time, depth,
+latitude, longitude)); those dated in ``source.years`` x ``source.months`` are placed in ``raw/`` as a symlink
+(a copy where links are not possible) so that later stages find the contract path ``{data_dir}/raw/*.nc``,
+the others are logged with their dates and left out.
+Checks follow the rules the export reads files by (depthdif.cf): any accepted spelling of the axes
+(``time_counter``, ``deptht``, ``lat``, ``lon``, axis attributes), temperature units on a temperature, and
+the date from the time coordinate, then the ACDD time_coverage_* attributes, then the name. Files whose axes
+are spelled otherwise than GLORYS's get a copy with the GLORYS names: the export reads any spelling, but
+every other reader of ``raw/`` then sees one layout.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,18 +24,22 @@ import netCDF4
 import xarray as xr
 from tqdm import tqdm
 
-from depthdif import glorys
 from depthdif.atomic import atomic_path
+from depthdif.cf import (
+    FieldFileError,
+    axis_roles,
+    canonical_names,
+    check_temperature_units,
+    date_of_netcdf,
+    is_temperature,
+    where_of,
+)
 from depthdif.download import DownloadError
 
 log = logging.getLogger(__name__)
 
-REQUIRED_DIMS = ("depth", "latitude", "longitude")
-# alias -> name the export expects; only these are mapped, anything else is an error naming the file
-DIM_ALIASES = {"deptht": "depth", "lat": "latitude", "lon": "longitude"}
-# what glorys.date_of_file returns for a name without _YYYYMM(DD)
-NO_DATE_IN_NAME = 19700115
-ACCEPTED_NAMES = "depth (or deptht), latitude (or lat), longitude (or lon)"
+# the roles of the variable's dims, in the order every stage reads them (time is optional)
+ROLE_ORDERS = (("time", "depth", "lat", "lon"), ("depth", "lat", "lon"))
 
 
 @dataclass(frozen=True)
@@ -42,38 +51,38 @@ class LocalFile:
     renames: dict[str, str] = field(default_factory=dict)
 
 
-def _canonical_dims(path: Path, variable: str, dims: tuple[str, ...]) -> tuple[str, ...]:
-    """Dims of ``variable`` with aliases mapped; raise unless they read (time,) depth, latitude, longitude."""
-    canonical = tuple(DIM_ALIASES.get(d, d) for d in dims)
-    missing = [d for d in REQUIRED_DIMS if d not in canonical]
-    if missing:
-        raise DownloadError(
-            f"{path}: variable '{variable}' has dimensions {dims} but no {', '.join(missing)} dimension "
-            f"(accepted names: {ACCEPTED_NAMES}). Rename the dimension in the file or remove the file "
-            "from source.local_dir."
-        )
-    if canonical[-3:] != REQUIRED_DIMS or len(canonical) > 4:
+def _axis_roles(dataset: netCDF4.Dataset, path: Path, variable: str) -> dict[str, str]:
+    """Role -> dim of ``variable`` (see depthdif.cf.axes); raise unless (time,) depth, lat, lon in order."""
+    dims = dataset.variables[variable].dimensions
+
+    def attrs_of(dim: str):
+        coordinate = dataset.variables.get(dim)
+        return None if coordinate is None else {k: coordinate.getncattr(k) for k in coordinate.ncattrs()}
+
+    roles = axis_roles(dims, path, variable, attrs_of)
+    by_dim = {dim: role for role, dim in roles.items()}
+    if tuple(by_dim[dim] for dim in dims) not in ROLE_ORDERS:
         raise DownloadError(
             f"{path}: variable '{variable}' has dimensions {dims}; DepthDif needs (time, depth, latitude, "
             "longitude) in this order (reorder it, e.g. `ncpdq -a time,depth,latitude,longitude`)."
         )
-    return canonical
-
-
-def _date_from_time_coordinate(path: Path, dataset: netCDF4.Dataset, time_dim: str | None) -> int:
-    name = time_dim or "time"
-    time = dataset.variables.get(name)
-    if time is None or not hasattr(time, "units") or time.size == 0:
-        raise DownloadError(
-            f"{path}: the name has no _YYYYMM date and the file has no '{name}' coordinate with units; "
-            "rename the file to end in _YYYYMM.nc (e.g. mercatorglorys12v1_gl12_mean_201001.nc)."
-        )
-    stamp = netCDF4.num2date(time[0], time.units, calendar=getattr(time, "calendar", "standard"))
-    return stamp.year * 10000 + stamp.month * 100 + stamp.day
+    return roles
 
 
 def inspect_local_file(path: Path, variable: str) -> LocalFile:
-    """Check one local file and return what placing it needs; raise DownloadError naming the file."""
+    """Check one local file and return what placing it needs.
+
+    Args:
+        path: a NetCDF file of source.local_dir.
+        variable: export.variable.
+
+    Returns:
+        the file, its date (YYYYMMDD, see depthdif.cf.dates) and the dim renames its copy needs.
+
+    Raises:
+        DownloadError: naming the file: unreadable, no such variable, dims the export cannot read, more than
+            one time step, units that are not a temperature on a temperature variable, or no date.
+    """
     try:
         dataset = netCDF4.Dataset(path)
     except OSError as err:
@@ -86,19 +95,25 @@ def inspect_local_file(path: Path, variable: str) -> LocalFile:
                 f"{path} has no variable '{variable}' (export.variable); it has "
                 f"{sorted(dataset.variables)}. Set export.variable or remove the file from source.local_dir."
             )
-        dims = dataset.variables[variable].dimensions
-        canonical = _canonical_dims(path, variable, dims)
-        time_dim = dims[0] if len(dims) == 4 else None
-        if time_dim is not None and len(dataset.dimensions[time_dim]) != 1:
-            raise DownloadError(
-                f"{path} holds {len(dataset.dimensions[time_dim])} time steps of '{variable}'; DepthDif "
-                "expects one month per file (split it, e.g. `cdo splitmon`)."
-            )
-        date = glorys.date_of_file(path.name)
-        if date == NO_DATE_IN_NAME:
-            date = _date_from_time_coordinate(path, dataset, time_dim)
-    renames = {old: new for old, new in zip(dims, canonical, strict=True) if old != new}
-    return LocalFile(path=path, date=date, renames=renames)
+        try:
+            return _inspect_open(dataset, path, variable)
+        except FieldFileError as err:
+            raise DownloadError(f"{err} Otherwise remove the file from source.local_dir.") from err
+
+
+def _inspect_open(dataset: netCDF4.Dataset, path: Path, variable: str) -> LocalFile:
+    roles = _axis_roles(dataset, path, variable)
+    if "time" in roles and len(dataset.dimensions[roles["time"]]) != 1:
+        raise DownloadError(
+            f"{path} holds {len(dataset.dimensions[roles['time']])} time steps of '{variable}'; DepthDif "
+            "expects one month per file (split it, e.g. `cdo splitmon`)."
+        )
+    var = dataset.variables[variable]
+    attrs = {name: var.getncattr(name) for name in var.ncattrs()}
+    if is_temperature(variable, attrs):
+        # checked here so that a wrong file stops the download, not an export hours later
+        check_temperature_units(attrs.get("units"), where_of(path, variable))
+    return LocalFile(path=path, date=date_of_netcdf(dataset, path), renames=canonical_names(roles))
 
 
 def copy_atomically(source: Path, target: Path) -> None:
@@ -109,11 +124,15 @@ def copy_atomically(source: Path, target: Path) -> None:
 
 
 def _is_current_copy(source: Path, target: Path) -> bool:
-    """A regular file written from ``source`` after its last change (copies keep or follow its mtime)."""
+    """A regular file written from ``source`` as it is now: every copy carries the mtime of its source.
+
+    Equal, not newer-or-equal: a source replaced by a file with an older mtime (``cp -p``, ``rsync -a``) is a
+    change too.
+    """
     return (
         target.is_file()
         and not target.is_symlink()
-        and target.stat().st_mtime_ns >= source.stat().st_mtime_ns
+        and target.stat().st_mtime_ns == source.stat().st_mtime_ns
     )
 
 
@@ -146,6 +165,8 @@ def write_renamed_copy(local: LocalFile, target: Path) -> None:
     log.info("writing %s with dimensions renamed %s", target, local.renames)
     with xr.open_dataset(local.path, decode_cf=False, chunks={}) as dataset, atomic_path(target) as tmp:
         dataset.rename(local.renames).to_netcdf(tmp)
+        stat = local.path.stat()
+        os.utime(tmp, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the source's mtime: see _is_current_copy
 
 
 def local_nc_files(local_dir: Path) -> list[Path]:
@@ -157,9 +178,36 @@ def local_nc_files(local_dir: Path) -> list[Path]:
     return paths
 
 
-def check_local_files(local_dir: Path, variable: str) -> list[LocalFile]:
-    """Inspect every file first and report all problems at once (not one per run)."""
+def check_local_files(
+    local_dir: Path, variable: str, selection: Collection[tuple[int, int]] | None = None
+) -> list[LocalFile]:
+    """The files of ``local_dir`` dated in ``selection``; every file is checked, all problems at once.
+
+    A file's date is the one ``inspect_local_file`` reads (what the file states before what its name
+    suggests), so every file is opened, and one that cannot be used stops the download even when its name
+    suggests another year: its date is not known without reading it.
+
+    Args:
+        local_dir: source.local_dir.
+        variable: export.variable.
+        selection: the (year, month) pairs of source.years x source.months; None keeps every file.
+
+    Returns:
+        The checked files dated in the selection, in name order.
+
+    Raises:
+        DownloadError: files cannot be used (all named in one message), or no file is dated in the selection.
+    """
     paths = local_nc_files(local_dir)
+    checked = _inspect_all(paths, variable, local_dir)
+    kept = [local for local in checked if _selected(local.date, selection)]
+    left_out = [(local.path.name, local.date) for local in checked if local not in kept]
+    _report_left_out(left_out, len(paths), kept, selection, local_dir)
+    return kept
+
+
+def _inspect_all(paths: list[Path], variable: str, local_dir: Path) -> list[LocalFile]:
+    """``inspect_local_file`` of each path; one DownloadError naming every file that cannot be used."""
     checked, problems = [], []
     for path in tqdm(paths, desc="check local files", unit="file"):
         try:
@@ -174,9 +222,77 @@ def check_local_files(local_dir: Path, variable: str) -> list[LocalFile]:
     return checked
 
 
-def link_local_files(local_dir: Path, raw_dir: Path, variable: str) -> dict[str, int]:
-    """Check the files of ``local_dir`` and place them in ``raw_dir``; return ``{file name: YYYYMMDD}``."""
-    checked = check_local_files(Path(local_dir), variable)
+def _year_month(date: int) -> tuple[int, int]:
+    return date // 10000, date // 100 % 100
+
+
+def _selected(date: int, selection: Collection[tuple[int, int]] | None) -> bool:
+    return selection is None or _year_month(date) in set(selection)
+
+
+def describe_selection(selection: Collection[tuple[int, int]]) -> str:
+    """``source.years [...] x source.months [...]`` of the (year, month) pairs, for messages."""
+    years = sorted({year for year, _ in selection})
+    months = sorted({month for _, month in selection})
+    return f"source.years {years} x source.months {months}"
+
+
+def _report_left_out(
+    left_out: list[tuple[str, int]],
+    n_files: int,
+    kept: list[LocalFile],
+    selection: Collection[tuple[int, int]] | None,
+    local_dir: Path,
+) -> None:
+    """Log the files dated outside the selection with their dates; raise if no file is left.
+
+    Raises:
+        DownloadError: ``kept`` is empty; the message names the selection and every file's date.
+    """
+    if not left_out:
+        return
+    dated = ", ".join(f"{name} ({date // 10000:04d}-{date // 100 % 100:02d}-{date % 100:02d})"
+                      for name, date in sorted(left_out))
+    if not kept:
+        raise DownloadError(
+            f"no file in {local_dir} is dated in {describe_selection(selection)}; the files are {dated}. "
+            "source.years and source.months select local files by date too: set them to the months you "
+            "want, or point source.local_dir at the folder of those months."
+        )
+    log.info("%d of %d files in %s are dated outside %s and are not used: %s",
+             len(left_out), n_files, local_dir, describe_selection(selection), dated)
+
+
+def remove_stale_links(raw_dir: Path, local_dir: Path, names: Collection[str]) -> None:
+    """Delete links in ``raw_dir`` into ``local_dir`` other than ``names``: files left out or removed since.
+
+    Only links that point into ``local_dir`` are touched; anything else in ``raw_dir`` stays.
+    """
+    folder = Path(local_dir).resolve()
+    for link in raw_dir.glob("*.nc"):
+        if link.is_symlink() and link.name not in names and Path(os.readlink(link)).parent == folder:
+            link.unlink()
+            log.info("removed %s: its file is no longer part of the local source", link)
+
+
+def link_local_files(
+    local_dir: Path, raw_dir: Path, variable: str, selection: Collection[tuple[int, int]] | None = None
+) -> dict[str, int]:
+    """Check the files of ``local_dir`` and place those of ``selection`` in ``raw_dir``.
+
+    Args:
+        local_dir: source.local_dir.
+        raw_dir: the download's folder ``{data_dir}/raw``.
+        variable: export.variable.
+        selection: the (year, month) pairs of source.years x source.months; None places every file.
+
+    Returns:
+        ``{file name: YYYYMMDD}`` of the files placed.
+
+    Raises:
+        DownloadError: a file cannot be used, none is in the selection, or one needs a renamed copy in place.
+    """
+    checked = check_local_files(Path(local_dir), variable, selection)
     same_folder = Path(local_dir).resolve() == raw_dir.resolve()
     for local in tqdm(checked, desc="place local files", unit="file"):
         target = raw_dir / local.path.name
@@ -189,5 +305,7 @@ def link_local_files(local_dir: Path, raw_dir: Path, variable: str) -> dict[str,
             write_renamed_copy(local, target)
         elif not same_folder:
             link_or_copy(local.path, target)
+    if not same_folder:
+        remove_stale_links(raw_dir, Path(local_dir), {local.path.name for local in checked})
     log.info("%d local files from %s in %s", len(checked), local_dir, raw_dir)
     return {local.path.name: local.date for local in checked}

@@ -3,7 +3,7 @@
 Why this exists: the default config runs the whole DAG offline, so it needs an ocean whose
 reconstruction problem resembles the real one.  A Gaussian random field would not do: for Gaussian
 fields optimal interpolation is the Bayes-optimal estimator, so no learned model could ever beat it and
-the evaluation would be pointless (see /work/shared/notes/real-ocean-statistics.md).  This ocean is
+the evaluation would be pointless (docs/synthetic-ocean.md).  This ocean is
 built from coherent structures instead, on top of an analytic climatology:
 
 * large scale: an annual-mean profile (thermocline, ~2 °C at 2000 m), SST falling with latitude, a
@@ -41,15 +41,20 @@ from depthdif.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 KM_PER_DEG_LAT = 111.32
 TIME_UNITS = "hours since 1950-01-01"
 TIME_EPOCH = dt.date(1950, 1, 1)
 DEPTHS_M = np.asarray(glorys.DEPTH_LEVELS_M)
 ZOS_SCALE_FACTOR = 0.000305185094475746  # as in the real files
-THERMAL_EXPANSION_PER_K = 2.0e-4  # steric sea level: d(eta) = alpha * integral of T' dz
 ZOS_REFERENCE_M = 0.2
 STERIC_DEPTH_M = 1000.0
+STERIC_SALINITY_G_KG = 35.0  # Absolute Salinity of the steric integral (the ocean here has no salinity field)
+# sea level that temperature does not explain (barotropic flow, salinity, tides of a monthly mean): one smooth
+# large-scale part and one mesoscale part, independent of the temperature; their sizes are calibrated (with
+# _W_COMPENSATION) on the real sample's zos statistics (docs/synthetic-ocean.md)
+ZOS_LARGE_SCALE_M, ZOS_LARGE_SCALE_PX = 0.05, 30.0
+ZOS_MESOSCALE_M, ZOS_MESOSCALE_PX = 0.018, 4.0
 T_MIN_C, T_MAX_C = -1.9, 34.0  # sea water freezes at about -1.9 °C
 MIN_CELLS = 16  # per side: the evaluation's 10-px large-scale filter needs room
 MAX_CELLS = 1_000_000  # per level: 50 float64 levels of this fill 400 MB, and a few are held at once
@@ -83,6 +88,10 @@ _W_FRONT = _profile(_Z, [1.0, 1.0, 1.0, 0.95, 0.7, 0.45, 0.25, 0.08, 0.0, 0.0, 0
 _W_TILT = _profile(_Z, [0.0, 0.0, 0.05, 0.25, 0.7, 1.0, 0.7, 0.15, 0.05, 0.0, 0.0, 0.0])
 _W_INTERANNUAL = _profile(_Z, [1.0, 1.0, 1.0, 1.05, 1.15, 1.2, 0.9, 0.4, 0.15, 0.05, 0.0, 0.0])
 # Filaments stirred from the surface pattern: surface-trapped, strongest at the mixed-layer base.
+# share of a temperature anomaly whose density is compensated by salinity (spice): below the thermocline T-S
+# anomalies lie mostly along isopycnals, and mixed-layer fronts are often compensated too, so they raise sea
+# level less than their temperature alone would
+_W_COMPENSATION = _profile(_Z, [0.6, 0.6, 0.5, 0.35, 0.1, 0.0, 0.3, 0.9, 0.95, 0.95, 0.95, 0.95])
 _W_STIRRED = _profile(_Z, [0.7, 0.7, 0.75, 0.95, 0.65, 0.25, 0.08, 0.02, 0.0, 0.0, 0.0, 0.0])
 
 
@@ -245,7 +254,7 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
     return np.random.default_rng([seed & 0xFFFFFFFFFFFFFFFF, *keys])
 
 
-_KEY_COAST, _KEY_ISLANDS, _KEY_FRONT, _KEY_INTERANNUAL, _KEY_EDDIES = 1, 2, 3, 4, 5
+_KEY_COAST, _KEY_ISLANDS, _KEY_FRONT, _KEY_INTERANNUAL, _KEY_EDDIES, _KEY_SEA_LEVEL = 1, 2, 3, 4, 5, 6
 
 
 def _fourier_series(
@@ -639,14 +648,52 @@ def _quantize(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
     return np.round((values - offset) / scale) * scale + offset
 
 
-def sea_surface_height(temp: np.ndarray, reference_c: np.ndarray) -> np.ndarray:
-    """Steric sea level (m): alpha * integral over the top 1000 m of (T - reference profile); NaN on land."""
+def sea_surface_height(temp: np.ndarray, reference_c: np.ndarray, latitude_deg: float = REFERENCE_LATITUDE,
+                       unexplained: np.ndarray | None = None) -> np.ndarray:
+    """Sea level (m): the steric height of the top 1000 m plus the part temperature does not explain.
+
+    The steric height integrates the specific-volume anomaly of each level against the reference profile,
+    TEOS-10 (``gsw.specvol`` at Absolute Salinity 35 g/kg, the temperature taken as Conservative Temperature,
+    pressure from depth at ``latitude_deg``), after removing the salinity-compensated share of each level's
+    temperature anomaly (``_W_COMPENSATION``).
+
+    Args:
+        temp: (depth, y, x) temperature (°C) on ``DEPTHS_M``, NaN below the sea floor and on land.
+        reference_c: (depth,) reference profile (°C).
+        latitude_deg: latitude of the pressure-depth conversion.
+        unexplained: (y, x) sea level (m) added as it is (see :func:`unexplained_sea_level`); None adds nothing.
+
+    Returns:
+        (y, x) sea level in m, ``ZOS_REFERENCE_M`` for a column at the reference profile; NaN on land.
+    """
+    import gsw
+
     top = DEPTHS_M <= STERIC_DEPTH_M
     edges = np.concatenate([[0.0], 0.5 * (DEPTHS_M[1:] + DEPTHS_M[:-1])])
     thickness = np.diff(np.append(edges, DEPTHS_M[-1]))[top]
-    anomaly = np.nan_to_num(temp[top] - reference_c[top, None, None])  # below the sea floor: no water
-    eta = ZOS_REFERENCE_M + THERMAL_EXPANSION_PER_K * np.tensordot(thickness, anomaly, axes=1)
+    pressure = gsw.p_from_z(-DEPTHS_M[top], latitude_deg)[:, None, None]
+    reference = reference_c[top, None, None]
+    kept = 1.0 - np.clip(_eval_profile(_W_COMPENSATION, DEPTHS_M[top]), 0.0, 1.0)[:, None, None]
+    effective = reference + kept * (temp[top] - reference)
+    specvol_ref = gsw.specvol(STERIC_SALINITY_G_KG, reference, pressure)
+    anomaly = (gsw.specvol(STERIC_SALINITY_G_KG, effective, pressure) - specvol_ref) / specvol_ref
+    eta = ZOS_REFERENCE_M + np.tensordot(thickness, np.nan_to_num(anomaly), axes=1)  # no water below the floor
+    if unexplained is not None:
+        eta = eta + unexplained
     return np.where(np.isfinite(temp[0]), eta, np.nan)
+
+
+def unexplained_sea_level(seed: int, year: int, month: int, shape: tuple[int, int]) -> np.ndarray:
+    """(y, x) sea level (m) independent of the temperature: smooth large-scale and mesoscale Gaussian fields of
+    standard deviation ``ZOS_LARGE_SCALE_M`` and ``ZOS_MESOSCALE_M``, drawn per (seed, month)."""
+    from scipy.ndimage import gaussian_filter
+
+    rng = _rng(seed, _KEY_SEA_LEVEL, year * 12 + month)
+    total = np.zeros(shape)
+    for size_m, width_px in ((ZOS_LARGE_SCALE_M, ZOS_LARGE_SCALE_PX), (ZOS_MESOSCALE_M, ZOS_MESOSCALE_PX)):
+        field = gaussian_filter(rng.standard_normal(shape), width_px, mode="wrap")
+        total += size_m * field / max(float(field.std()), 1e-12)
+    return total
 
 
 def synthetic_dataset(config: dict, year: int, month: int) -> xr.Dataset:
@@ -654,7 +701,9 @@ def synthetic_dataset(config: dict, year: int, month: int) -> xr.Dataset:
     syn = _settings(config)
     grid, temp, _ = synthetic_temperature(config, year, month)
     temp = _quantize(temp, glorys.THETAO_SCALE_FACTOR, glorys.THETAO_ADD_OFFSET)
-    zos = _quantize(sea_surface_height(temp, _eval_profile(_T_REFERENCE, DEPTHS_M)), ZOS_SCALE_FACTOR, 0.0)
+    unexplained = unexplained_sea_level(syn["seed"], year, month, grid.shape)
+    eta = sea_surface_height(temp, _eval_profile(_T_REFERENCE, DEPTHS_M), float(np.mean(grid.lat)), unexplained)
+    zos = _quantize(eta, ZOS_SCALE_FACTOR, 0.0)
     ny, nx = grid.shape
     time = np.array([np.datetime64(mid_month(year, month), "ns")])
     coords = {
@@ -736,6 +785,8 @@ def _global_attrs(syn: dict, year: int, month: int) -> dict:
             f"n_eddies={syn['n_eddies']}, n_islands={syn['n_islands']}. Same seed and month give identical values."
         ),
         "Conventions": "CF-1.8",
+        # no timestamp: the same seed and month must give the same bytes (and manifest digest) on every run
+        "history": f"generated by depthdif.sources.synthetic v{GENERATOR_VERSION}",
         "synthetic": "yes",
     }
 

@@ -1,0 +1,122 @@
+"""Which dimension of a variable is time, depth, latitude and longitude, whatever the file calls it.
+
+A dimension gets its role from its name (``AXIS_ALIASES``, case-insensitive) or, failing that, from the
+attributes of its coordinate variable (the variable of the same name): ``axis`` T/Z/Y/X or
+``standard_name`` time/depth/latitude/longitude, as CF section 4 defines them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from depthdif.cf.errors import FieldFileError
+
+# role -> dimension names that carry it; nav_lat/nav_lon only ever name a dimension when they are 1-D
+# (a NEMO file on its curvilinear grid has 2-D nav_lat(y, x), whose dims y/x have no role)
+AXIS_ALIASES: dict[str, tuple[str, ...]] = {
+    "time": ("time", "time_counter", "t"),
+    "depth": ("depth", "deptht", "depthu", "depthv", "lev", "z"),
+    "lat": ("latitude", "lat", "nav_lat"),
+    "lon": ("longitude", "lon", "nav_lon"),
+}
+# the names DepthDif writes and the export contract uses (CMEMS GLORYS12)
+CANONICAL_NAMES = {"time": "time", "depth": "depth", "lat": "latitude", "lon": "longitude"}
+REQUIRED_ROLES = ("depth", "lat", "lon")
+
+_ROLE_OF_NAME = {name: role for role, names in AXIS_ALIASES.items() for name in names}
+_ROLE_OF_AXIS = {"T": "time", "Z": "depth", "Y": "lat", "X": "lon"}
+_ROLE_OF_STANDARD_NAME = {"time": "time", "depth": "depth", "latitude": "lat", "longitude": "lon"}
+
+AttrsOf = Callable[[str], Mapping | None]
+
+
+def accepted_names() -> str:
+    """The accepted dimension names and attributes, as an error message lists them."""
+    names = "; ".join(
+        f"{CANONICAL_NAMES[role]}: {', '.join(aliases)}" for role, aliases in AXIS_ALIASES.items()
+    )
+    return (
+        f"{names}; or a coordinate variable with axis T/Z/Y/X or standard_name time/depth/latitude/longitude"
+    )
+
+
+def role_of_dim(dim: str, attrs: Mapping | None = None) -> str | None:
+    """The role (time, depth, lat, lon) of one dimension, or None.
+
+    Args:
+        dim: the dimension's name in the file.
+        attrs: attributes of its coordinate variable (the variable named ``dim``), if there is one.
+
+    Returns:
+        "time", "depth", "lat", "lon" or None when neither the name nor the attributes say.
+    """
+    role = _ROLE_OF_NAME.get(dim.lower())
+    if role is not None or not attrs:
+        return role
+    axis = str(attrs.get("axis", "")).strip().upper()
+    if axis in _ROLE_OF_AXIS:
+        return _ROLE_OF_AXIS[axis]
+    return _ROLE_OF_STANDARD_NAME.get(str(attrs.get("standard_name", "")).strip().lower())
+
+
+def axis_roles(
+    dims: Sequence[str], path: str | Path, variable: str, attrs_of: AttrsOf | None = None
+) -> dict[str, str]:
+    """Role -> the file's dimension name, for every dimension of one variable.
+
+    Args:
+        dims: the variable's dimension names, in the file's order.
+        path: the file (for the error message).
+        variable: the variable's name (for the error message).
+        attrs_of: returns the attributes of the coordinate variable named like a dimension, or None when
+            the file has none; without it only the names count.
+
+    Returns:
+        e.g. ``{"time": "time_counter", "depth": "deptht", "lat": "lat", "lon": "lon"}``; "time" is absent
+        when the variable has no time dimension.
+
+    Raises:
+        FieldFileError: a dimension has no role, two dimensions claim one role, or depth, latitude or
+            longitude is missing; the message names the file, the variable, its dims and the accepted names.
+    """
+    dims = tuple(dims)
+    roles: dict[str, str] = {}
+    for dim in dims:
+        role = role_of_dim(dim, attrs_of(dim) if attrs_of is not None else None)
+        if role is not None and role in roles:
+            raise FieldFileError(
+                f"{path}: variable '{variable}' has dims {dims}, of which both '{roles[role]}' and '{dim}' "
+                f"are {CANONICAL_NAMES[role]} (accepted: {accepted_names()}); keep one "
+                f"{CANONICAL_NAMES[role]} dimension in the file."
+            )
+        if role is not None:
+            roles[role] = dim
+    missing = [CANONICAL_NAMES[role] for role in REQUIRED_ROLES if role not in roles]
+    if missing:
+        raise FieldFileError(
+            f"{path}: variable '{variable}' has dims {dims} but no {', '.join(missing)} dimension; expected "
+            f"(time,) depth, latitude, longitude, accepted as {accepted_names()}. Rename the dimension in "
+            "the file (e.g. `ncrename -d level,depth`) or give its coordinate variable an axis attribute; a "
+            "curvilinear grid (2-D latitude/longitude) must be regridded to a regular one first."
+        )
+    unknown = [dim for dim in dims if dim not in roles.values()]
+    if unknown:
+        raise FieldFileError(
+            f"{path}: variable '{variable}' has dims {dims}; {unknown} is none of time, depth, latitude, "
+            f"longitude (accepted: {accepted_names()}). Drop that dimension from the file (e.g. `ncks` a "
+            "single index) or name it as above."
+        )
+    return roles
+
+
+def canonical_names(roles: Mapping[str, str]) -> dict[str, str]:
+    """The renames that give a file's dimensions the export's names.
+
+    Args:
+        roles: the result of ``axis_roles``.
+
+    Returns:
+        ``{file's dim name: canonical name}`` for the dims whose name differs (empty for a CMEMS file).
+    """
+    return {dim: CANONICAL_NAMES[role] for role, dim in roles.items() if dim != CANONICAL_NAMES[role]}
