@@ -180,3 +180,17 @@ def test_sim_to_real_on_the_real_sample(tiny_data, real_sample_dir):
                       root / "deep.ckpt", fit=False)  # refused on its depths before any sampling
     with pytest.raises(RealDataError, match="47.37"):
         run_real_evaluation(config, "eo_4band", deep, real_sample_dir, root / "nope")
+
+
+def test_the_index_given_is_the_index_read(tiny_data, tmp_path):
+    """The Snakemake rule passes the split index it declares; data_dir is not used to find it."""
+    config, _ = tiny_data
+    moved = deep_merge(config, {"data_dir": str(tmp_path / "nowhere")})
+    index_csv = tmp_path / "elsewhere" / "my_split.csv"
+    index_csv.parent.mkdir()
+    split = pd.read_csv(Path(config["data_dir"]) / "patches" / "patch_index_split.csv")
+    split.assign(split="train").to_csv(index_csv, index=False)  # a val-less index stops before any model
+    with pytest.raises(ValueError, match="no val rows"):
+        run_evaluation(moved, "temp_v1", tmp_path / "model.ckpt", tmp_path / "eval", index_csv=index_csv)
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run_evaluation(moved, "temp_v1", tmp_path / "model.ckpt", tmp_path / "eval")

@@ -247,6 +247,24 @@ def test_rerun_is_identical_and_removes_stale_files(tmp_path):
     assert (index["patch_size"] == 64).all()
 
 
+def test_rerun_removes_the_split_index_of_the_previous_export(tmp_path, caplog):
+    _, manifest = make_raw(tmp_path)
+    first = export_patches(config_for(tmp_path), manifest, workers=1)
+    split_csv = first.parent / "patch_index_split.csv"
+    old_split = pd.read_csv(first).assign(split="train", window_id=0)
+    old_split.to_csv(split_csv, index=False)
+    with caplog.at_level(logging.INFO, logger="depthdif.export"):
+        export_patches(config_for(tmp_path, patch_size=64, stride=48), manifest, workers=1)
+    # the old split's rows name patches this export deleted: it must not survive
+    assert not all((first.parent / relative).exists() for relative in old_split["y_npy_path"])
+    assert not split_csv.exists()
+    assert any(str(split_csv) in r.getMessage() and "run split again" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="depthdif.export"):  # no split index: nothing to say
+        export_patches(config_for(tmp_path, patch_size=64, stride=48), manifest, workers=1)
+    assert not any("patch_index_split.csv" in r.getMessage() for r in caplog.records)
+
+
 def test_two_files_of_one_month_get_distinct_ids(tmp_path):
     raw, _ = make_raw(tmp_path, names=(NOV,))
     shutil.copy(SAMPLE / NOV, raw / "mercatorglorys12v1_gl12_mean_20101116.nc")

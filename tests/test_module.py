@@ -197,6 +197,28 @@ def test_load_model_rejects_wrong_variant_and_config(tmp_path):
         load_model(tmp_path / "junk.ckpt")
 
 
+def test_a_lightning_training_checkpoint_is_named_and_model_ckpt_suggested(tmp_path):
+    module = _module("temp_v1")
+    lightning = {"state_dict": module.state_dict(), "pytorch-lightning_version": "2.5.0", "global_step": 40,
+                 "epoch": 1, "optimizer_states": [], "lr_schedulers": []}  # the keys of Lightning's last.ckpt
+    last = tmp_path / "temp_v1" / "train" / "checkpoints" / "last.ckpt"
+    last.parent.mkdir(parents=True)
+    torch.save(lightning, last)
+    with pytest.raises(CheckpointError, match="Lightning training checkpoint") as caught:
+        load_model(last)
+    message = str(caught.value)
+    assert "step 40" in message and "format_version" not in message
+    assert f"training writes to {tmp_path / 'temp_v1'} when it finishes" in message  # not trained to the end yet
+    save_model(module, module.state_dict(), tmp_path / "temp_v1" / "model.ckpt")
+    with pytest.raises(CheckpointError, match=f"use {tmp_path / 'temp_v1' / 'model.ckpt'}, written next to it"):
+        load_model(last)
+    assert load_model(tmp_path / "temp_v1" / "model.ckpt").variant == "temp_v1"
+    elsewhere = tmp_path / "copy.ckpt"
+    torch.save({"state_dict": {}, "global_step": 7}, elsewhere)
+    with pytest.raises(CheckpointError, match="step 7.*results/<variant>/"):
+        load_model(elsewhere)
+
+
 def test_nan_weights_are_never_saved(tmp_path):
     module = _module("temp_v1")
     state = module.state_dict()

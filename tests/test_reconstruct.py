@@ -100,11 +100,30 @@ def test_cli_reconstruct(tmp_path):
     checkpoint = untrained_checkpoint(tmp_path, "temp_v1")
     obs = sparse_observations(tmp_path)
     out = tmp_path / "cli.nc"
-    code = cli.main(["reconstruct", str(checkpoint), str(obs), str(out), "--ensemble-size", "1", "--steps", "2",
-                     "-c", str(Path(__file__).parents[1] / "config" / "config.yaml")])
+    code = cli.main(["reconstruct", str(checkpoint), str(obs), str(out), "--ensemble-size", "1", "--steps", "2"])
     assert code == 0
     assert out.is_file()
-    assert cli.main(["reconstruct", str(checkpoint), str(tmp_path / "missing.nc"), str(out)]) != 0
+    assert cli.main(["reconstruct", str(checkpoint), str(tmp_path / "missing.nc"), str(out)]) == 1
+
+
+def test_cli_reconstruct_seed_reaches_the_sampler(tmp_path):
+    checkpoint = untrained_checkpoint(tmp_path, "temp_v1")
+    obs = sparse_observations(tmp_path)
+    runs = {}
+    for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
+        out = tmp_path / f"{name}.nc"
+        assert cli.main(["reconstruct", str(checkpoint), str(obs), str(out), "--ensemble-size", "2", "--steps", "2",
+                         "--seed", seed]) == 0
+        with xr.open_dataset(out) as ds:
+            runs[name] = ds.load()
+    same, again, other = runs["a"], runs["b"], runs["c"]
+    np.testing.assert_array_equal(same["thetao_std"].values, again["thetao_std"].values)
+    np.testing.assert_array_equal(same["thetao"].values, again["thetao"].values)
+    ocean = np.isfinite(same["thetao_std"].values)
+    assert ocean.sum() > 1000
+    assert not np.allclose(same["thetao_std"].values[ocean], other["thetao_std"].values[ocean])
+    assert "(2 members, 2 DDIM steps, seed 1)" in same.attrs["source"]
+    assert "seed 2" in other.attrs["source"]
 
 
 def test_reconstruct_uses_the_checkpoint_first_guess_statistics(tmp_path):

@@ -6,7 +6,7 @@ import torch
 from batch_factory import TinyDataModule, tiny_config
 from lightning.pytorch.callbacks import Callback
 
-from depthdif.models.module import NonFiniteLossError, load_model
+from depthdif.models.module import CheckpointError, NonFiniteLossError, load_model
 from depthdif.train import merge_metrics, resumable_checkpoint, run_training
 
 
@@ -50,6 +50,10 @@ def test_outputs_and_resume_continue_the_global_step(tmp_path):
     assert torch.load(last, weights_only=False)["global_step"] == 8
     assert sorted(p.name for p in (out / "train" / "csv_logs").iterdir()) == ["version_0", "version_1"]
     assert len(list((out / "train" / "checkpoints").glob("best-*.ckpt"))) == 1
+    # Lightning's own last.ckpt where a model.ckpt is expected: named as a resume point, model.ckpt suggested
+    with pytest.raises(CheckpointError, match=r"Lightning training checkpoint \(a resume point at step 8\)") as caught:
+        load_model(last)
+    assert f"use {out / 'model.ckpt'}, written next to it" in str(caught.value)
 
     metrics = pd.read_csv(out / "train" / "metrics.csv")
     assert {"step", "train/loss", "val/loss", "val/rmse_c", "val/mean_fill_rmse_c"} <= set(metrics.columns)
@@ -135,3 +139,16 @@ def test_truncated_last_checkpoint_is_set_aside(tmp_path):
     path.write_bytes(b"PK\x03\x04 truncated")
     assert resumable_checkpoint(path) is None
     assert not path.exists() and (tmp_path / "last.ckpt.broken").exists()
+
+
+def test_the_index_given_is_the_index_trained_on(tmp_path):
+    """The Snakemake rule passes the split index it declares; data_dir is not used to find it."""
+    from depthdif.config import load_config
+    from depthdif.datasets import PatchIndexError
+
+    config = load_config([], {"data_dir": str(tmp_path / "nowhere")})
+    given = tmp_path / "elsewhere" / "my_split.csv"
+    with pytest.raises(PatchIndexError, match=r"elsewhere/my_split\.csv not found"):
+        run_training(config, "temp_v1", tmp_path / "temp_v1", index_csv=given)
+    with pytest.raises(PatchIndexError, match=r"nowhere/patches/patch_index_split\.csv not found"):
+        run_training(config, "temp_v1", tmp_path / "temp_v1")

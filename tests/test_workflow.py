@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +69,56 @@ def test_split_target_writes_the_contract_files(tmp_path):
     # a second run has nothing to do
     again = snakemake(tmp_path, "--cores", "2", "split", "-n")
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_evaluate_real_without_a_usable_real_sample_dir_stops_at_planning(tmp_path):
+    # tiny.yaml sets evaluate.real_sample_dir: null
+    null = snakemake(tmp_path, "-n", "--cores", "1", "evaluate_real")
+    assert null.returncode != 0
+    assert "evaluate.real_sample_dir is null" in null.stdout + null.stderr
+    assert "Job stats" not in null.stdout  # nothing was planned
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("evaluate:\n  real_sample_dir: no/such/folder\n")
+    result = snakemake(tmp_path, "-n", "--cores", "1", "evaluate_real_temp_v1", "--configfile",
+                       str(REPO / "config" / "config.yaml"), str(TINY), str(missing))
+    assert result.returncode != 0
+    assert f"evaluate.real_sample_dir: {REPO / 'no/such/folder'} is not a folder" in result.stdout + result.stderr
+    # the default target leaves the sim-to-real evaluation out when the key is null
+    assert snakemake(tmp_path, "-n", "--cores", "1").returncode == 0
+
+
+PROBE = """include: "Snakefile"
+
+import json as _json
+
+for _name in ("evaluate_real_temp_v1", "evaluate_real_eo_4band"):
+    _params = dict(workflow.get_rule(_name).params.items())
+    print("PROBE", _json.dumps({"rule": _name, "params": _params, "inputs": real_sample_files()}, sort_keys=True))
+"""
+
+
+def sim_to_real_plan(checkout: Path) -> list[dict]:
+    """Params and real-sample inputs of the evaluate_real rules, as a Snakemake run in ``checkout`` sees them."""
+    result = subprocess.run([*SNAKEMAKE, "-s", "probe.smk", "-n", "--cores", "1", "evaluate_real"],
+                            capture_output=True, text=True, timeout=300, cwd=checkout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return [json.loads(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("PROBE ")]
+
+
+def test_a_moved_checkout_keeps_the_sim_to_real_params_and_inputs(tmp_path):
+    """Params and inputs hold no absolute path: moving the checkout would otherwise rerun both evaluations."""
+    first = tmp_path / "checkout"
+    for part in ("Snakefile", "environment.yml", "workflow", "config", "src/depthdif/config.schema.yaml",
+                 "tests/data/glorys12_nwmexico"):
+        (first / part).parent.mkdir(parents=True, exist_ok=True)
+        copy = shutil.copytree if (REPO / part).is_dir() else shutil.copy
+        copy(REPO / part, first / part)
+    (first / "probe.smk").write_text(PROBE)
+    before = sim_to_real_plan(first)
+    moved = first.rename(tmp_path / "moved")
+    after = sim_to_real_plan(moved)
+    assert len(before) == 2 and before == after
+    assert str(tmp_path) not in json.dumps(before)
+    inputs = before[0]["inputs"]
+    assert len(inputs) == 2 and all((moved / name).is_file() for name in inputs)
+    assert before[0]["params"]["settings"]["evaluate"]["real_sample_dir"] == "tests/data/glorys12_nwmexico"

@@ -1,4 +1,11 @@
-"""`depthdif` command line: one subcommand per pipeline stage, the same functions Snakemake calls."""
+"""`depthdif` command line: one subcommand per pipeline stage, the same functions Snakemake calls.
+
+Errors: a :class:`~depthdif.errors.DepthDifError` (an input, file or setting DepthDif cannot use) or an
+``OSError`` (a missing file, a full disk) ends the command with ``depthdif <command>: error: <message>`` on
+stderr and exit status 1 (2 for a config error, like argparse's usage errors); ``--debug`` shows their
+traceback instead. Any other exception is a bug in DepthDif: its traceback is printed, then a line asking to
+report it, and the status is 70 (the conventional "internal software error").
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,17 @@ import yaml
 
 from depthdif import __version__
 from depthdif.config import ConfigError, deep_merge, load_config
-from depthdif.logs import setup_logging
+from depthdif.errors import DepthDifError
+from depthdif.logs import UNCAUGHT_LOGGER, setup_logging
 
 log = logging.getLogger("depthdif")
 DEFAULT_CONFIG = Path("config/config.yaml")
+EXIT_ERROR = 1  # a DepthDifError or OSError: the message says what to change
+EXIT_CONFIG = 2  # a ConfigError; argparse uses 2 for a wrong command line too
+EXIT_BUG = 70  # any other exception: a bug in DepthDif
+# commands that read or write the data and results folders: they never run on the schema's defaults by
+# accident (those differ from config/config.yaml, e.g. dataset.temp_v1_band 0 vs 3)
+DATA_COMMANDS = ("download", "export", "split", "train", "evaluate")
 
 
 def parse_override(text: str) -> dict:
@@ -30,10 +44,37 @@ def parse_override(text: str) -> dict:
 
 
 def _config_from(args: argparse.Namespace) -> dict:
-    paths = args.configfile or ([DEFAULT_CONFIG] if DEFAULT_CONFIG.exists() else [])
+    """The validated config of a command: ``-c`` files, else ./config/config.yaml, then ``--set``.
+
+    Args:
+        args: the parsed command line (``configfile``, ``set``, ``command``).
+
+    Returns:
+        The config with every default filled in.
+
+    Raises:
+        ConfigError: no ``-c`` and no config/config.yaml here for a command of :data:`DATA_COMMANDS`, or a
+            config file or key is wrong.
+    """
     overrides: dict = {}
     for item in args.set or []:
         overrides = deep_merge(overrides, parse_override(item))
+    sets = f" + {len(args.set)} --set override(s)" if args.set else ""
+    if args.configfile:
+        paths = list(args.configfile)
+        log.info("config: %s%s", ", ".join(str(path) for path in paths), sets)
+    elif DEFAULT_CONFIG.exists():
+        paths = [DEFAULT_CONFIG]
+        log.info("config: %s (no -c given)%s", DEFAULT_CONFIG.resolve(), sets)
+    elif args.command in DATA_COMMANDS:
+        raise ConfigError(
+            f"no config: -c was not given and there is no {DEFAULT_CONFIG} in {Path.cwd()}; the schema's "
+            "defaults alone are not the default run (e.g. dataset.temp_v1_band 0, not 3). Run from the "
+            "repository root or pass -c FILE (an empty file runs on the schema's defaults on purpose)."
+        )
+    else:
+        paths = []
+        log.info("config: schema defaults only (no -c given, no %s in %s)%s", DEFAULT_CONFIG, Path.cwd(), sets)
     return load_config(paths, overrides)
 
 
@@ -73,7 +114,7 @@ def cmd_evaluate(config: dict, args: argparse.Namespace) -> None:
     print(run_evaluation(config, args.variant, out / "model.ckpt", out / "eval"))
 
 
-def cmd_reconstruct(config: dict, args: argparse.Namespace) -> None:
+def cmd_reconstruct(config: None, args: argparse.Namespace) -> None:
     from depthdif.reconstruct import reconstruct_file
 
     print(
@@ -85,8 +126,30 @@ def cmd_reconstruct(config: dict, args: argparse.Namespace) -> None:
             ensemble_size=args.ensemble_size,
             steps=args.steps,
             date=args.date,
+            seed=args.seed,
         )
     )
+
+
+def positive_int(text: str) -> int:
+    """An option that counts something (members, steps, workers).
+
+    Args:
+        text: the option's value.
+
+    Returns:
+        The value, at least 1.
+
+    Raises:
+        argparse.ArgumentTypeError: not an integer >= 1 (argparse prints it as a usage error).
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got '{text}'")
+    return value
 
 
 def parse_date(text: str) -> int:
@@ -117,25 +180,31 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reconstruct dense subsurface ocean temperature from sparse observations.",
     )
     parser.add_argument("--version", action="version", version=f"depthdif {__version__}")
+    debug_help = "on an error, show the traceback instead of a one-line message"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "-c", "--configfile", nargs="+", type=Path,
-        help="config files merged in order (default: config/config.yaml); it takes every word up to the next "
-             "option, so give it after the positional arguments",
-    )
-    common.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one key, e.g. seed=3")
     common.add_argument("--log", type=Path, help="also write the log to this file")
+    # SUPPRESS: a subcommand's own default would overwrite `depthdif --debug <command>`
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
+    configured = argparse.ArgumentParser(add_help=False)
+    configured.add_argument(
+        "-c", "--configfile", nargs="+", type=Path,
+        help="config files merged in order (default: config/config.yaml of the current folder); it takes every "
+             "word up to the next option, so give it after the positional arguments",
+    )
+    configured.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one key, e.g. seed=3")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
-        p.set_defaults(func=func)
+    def add(name: str, func, help_text: str, config: bool = True) -> argparse.ArgumentParser:
+        parents = [common, configured] if config else [common]
+        p = sub.add_parser(name, parents=parents, help=help_text, description=help_text)
+        p.set_defaults(func=func, uses_config=config)
         return p
 
     add("validate", cmd_validate, "validate the config and print it with every default filled in")
     add("download", cmd_download, "fetch or generate the raw monthly NetCDF files and their manifest")
     add("export", cmd_export, "cut patches to .npy and write the patch index").add_argument(
-        "--workers", type=int, help="parallel processes (default: export.workers)"
+        "--workers", type=positive_int, help="parallel processes (default: export.workers)"
     )
     add("split", cmd_split, "assign geographic windows to train/val")
     for name, func, text in (
@@ -143,13 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
         ("evaluate", cmd_evaluate, "score the model and the baselines on the val split"),
     ):
         add(name, func, text).add_argument("variant", choices=["temp_v1", "eo_4band"])
-    rec = add("reconstruct", cmd_reconstruct, "apply a trained model to a NetCDF of sparse observations")
+    # no -c/--set: the model's settings (network, bands, depths, first guess) are those stored in model.ckpt,
+    # and the sampling options below are the only ones a run chooses
+    rec = add("reconstruct", cmd_reconstruct, "apply a trained model to a NetCDF of sparse observations",
+              config=False)
     rec.add_argument("checkpoint", type=Path, help="model.ckpt written by training")
     rec.add_argument("observations", type=Path, help="NetCDF with thetao, NaN where unobserved")
     rec.add_argument("output", type=Path, help="NetCDF to write")
     rec.add_argument("--surface", type=Path, help="NetCDF of the surface (EO) field, for eo_4band")
-    rec.add_argument("--ensemble-size", type=int, default=8)
-    rec.add_argument("--steps", type=int, default=25, help="DDIM steps")
+    rec.add_argument("--ensemble-size", type=positive_int, default=8,
+                     help="members averaged into the mean; their spread is the std (default: %(default)s)")
+    rec.add_argument("--steps", type=positive_int, default=25, help="DDIM steps per member (default: %(default)s)")
+    rec.add_argument("--seed", type=int, default=0,
+                     help="seed of the sampler's noise: the same inputs and seed give the same output "
+                          "(default: %(default)s)")
     rec.add_argument("--date", type=parse_date, metavar="YYYY-MM-DD",
                      help="date of the observations, for a file that states none (no time coordinate, no "
                           "date attribute, no date in its name); a file stating another date is refused")
@@ -157,19 +233,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``depthdif`` command.
+
+    Args:
+        argv: the arguments after ``depthdif``; None reads ``sys.argv``.
+
+    Returns:
+        The exit status: 0, :data:`EXIT_ERROR`, :data:`EXIT_CONFIG` or :data:`EXIT_BUG`.
+
+    Raises:
+        SystemExit: a wrong command line (status 2), ``--help`` or ``--version``.
+        Exception: any error of the command, with ``--debug``.
+    """
     args = build_parser().parse_args(argv)
     setup_logging(args.log)
     try:
-        config = _config_from(args)
+        config = _config_from(args) if args.uses_config else None
         args.func(config, args)
-    except ConfigError as err:
-        log.error("%s", err)
-        return 2
-    except (FileNotFoundError, ValueError, RuntimeError) as err:
-        # library errors already name the file/key; a traceback would only bury that message
-        log.error("%s: %s", type(err).__name__, err)
-        return 1
+    except Exception as err:
+        if args.debug:
+            raise
+        return report_error(args, err)
     return 0
+
+
+def report_error(args: argparse.Namespace, err: Exception) -> int:
+    """Tell the user why a command stopped; the exit status says what kind of stop it was.
+
+    Args:
+        args: the parsed command line (``command``, ``log``).
+        err: what stopped the command.
+
+    Returns:
+        :data:`EXIT_CONFIG` for a ConfigError, :data:`EXIT_ERROR` for another DepthDifError or an OSError,
+        :data:`EXIT_BUG` for anything else.
+    """
+    prefix = f"depthdif {args.command}: error:"
+    if isinstance(err, DepthDifError | OSError):
+        # the message names the file or key and what to do; a traceback would only bury it
+        message = str(err) if not isinstance(err, OSError) or not err.filename else f"{err.strerror}: {err.filename}"
+        print(f"{prefix} {message}", file=sys.stderr)
+        if args.log:  # the rule/job log must hold the reason too (the file handler only: stderr has it)
+            logging.getLogger(UNCAUGHT_LOGGER).error("%s %s", prefix, message)
+        return EXIT_CONFIG if isinstance(err, ConfigError) else EXIT_ERROR
+    log.critical("%s %s: %s", prefix, type(err).__name__, err, exc_info=err)
+    print(f"{prefix} this is a bug in DepthDif, please report it with the traceback above "
+          f"(depthdif {__version__})", file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from depthdif.errors import DepthDifError
+
 SCHEMA_FILE = "config.schema.yaml"
 
 
-class ConfigError(ValueError):
+class ConfigError(DepthDifError, ValueError):
     """A config file or key is wrong; the message names it and says what to do."""
 
 

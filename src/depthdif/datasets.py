@@ -25,6 +25,16 @@ the mask of band k of a sample comes from ``mask_rng(seed, sample_key(sample_id)
 channel, so the same sample and depth get the same mask in both variants), with no degradation and no
 augmentation, so a validation score means the same thing every epoch.
 
+Observing systems (``dataset.observations``): ``rectangles`` hide random rectangles per band (above);
+``profiles`` observe whole columns, the same pixels in every band, at a Poisson number of uniform positions
+over the patch's ocean surface (:func:`~depthdif.masking.make_profile_masks`; the mean is the density
+``dataset.profiles_per_deg2_month`` times the patch's ocean area from its index row, cos(latitude) included).
+Training draws the density per sample from ``dataset.train_profile_density_factors`` (null: the evaluation's
+``evaluate.profile_density_factors``) times the Argo density; validation uses the Argo density, with one
+generator per sample, ``mask_rng(seed, sample_key, PROFILE_RNG_CHANNEL)``, so both variants see the same
+profiles. ``both``: a training sample draws rectangles or profiles with probability 1/2; a validation sample's
+system is fixed by ``mask_rng(seed, sample_key, SYSTEM_RNG_CHANNEL)``. A sample may hold no profile at all.
+
 Speed (bench/loader.py): a DataLoader calls ``__getitems__`` with a batch's indices; the batch is built sample
 by sample straight into one allocation (no second copy by the collate function), patches are read with one
 ``readv`` each, and every step is a handful of whole-array numpy calls. The DataModule's training loader
@@ -48,7 +58,15 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from depthdif.masking import TorusMaskPool, make_band_masks, mask_rng, sample_key
+from depthdif.errors import DepthDifError
+from depthdif.masking import (
+    TorusMaskPool,
+    cell_area_deg2,
+    make_band_masks,
+    make_profile_masks,
+    mask_rng,
+    sample_key,
+)
 from depthdif.normalization import temperature_normalize
 from depthdif.paths import PathEscapeError, resolve_inside
 
@@ -73,6 +91,8 @@ EO_OFFSET_MAX_C = 2.0  # EO degradation: a uniform offset in [-2, 2] °C over th
 EO_RNG_CHANNEL = 1_000  # the mask_rng stream of a sample's surface degradation (bands use 0..C)
 EO_SPECKLE_STD = 0.01  # multiplicative speckle 1 + 0.01 * N(0, 1) ...
 EO_SPECKLE_CLIP = (0.9, 1.1)  # ... clamped to [0.9, 1.1]
+PROFILE_RNG_CHANNEL = 2_000  # the mask_rng stream of a sample's fixed profile positions (one for all bands)
+SYSTEM_RNG_CHANNEL = 2_001  # the mask_rng stream choosing a validation sample's observing system (``both``)
 
 
 class _Samples(Sequence):
@@ -108,11 +128,11 @@ def collate(samples):
     return default_collate(samples)
 
 
-class PatchIndexError(ValueError):
+class PatchIndexError(DepthDifError, ValueError):
     """The patch index (CSV or frame) is unusable: a missing column, an unknown split, a bad row."""
 
 
-class PatchFileError(ValueError):
+class PatchFileError(DepthDifError, ValueError):
     """A patch .npy is missing, unreadable, of the wrong shape, or outside the index folder."""
 
 
@@ -335,7 +355,9 @@ class PatchDataset(Dataset):
     ``dataset.train_mask_fractions`` (drawn per sample) when that is set. ``mask_fraction`` and ``seed``
     override ``dataset.mask_fraction`` (and the training list) and ``seed`` (the evaluation stage scores
     several fractions). ``augment`` (train only) overrides ``dataset.enable_transform`` for the rot90/flip
-    done here; see :func:`augment_batch`.
+    done here; see :func:`augment_batch`. ``profile_density`` (profiles per (1°)² a month) makes every sample
+    observed by profiles at that density, whatever ``dataset.observations`` says (the evaluation's
+    profile levels); ``mask_fraction`` makes every sample a rectangles one. Give at most one of the two.
     ``packed``: batches from ``__getitems__`` have bool ``valid_mask``/``land_mask`` and no ``x`` (see
     :func:`unpack_batch`); single samples (``__getitem__``) are always whole.
     """
@@ -350,6 +372,7 @@ class PatchDataset(Dataset):
         seed: int | None = None,
         augment: bool | None = None,
         packed: bool = False,
+        profile_density: float | None = None,
     ):
         options = config["dataset"]
         self.packed = packed
@@ -364,6 +387,7 @@ class PatchDataset(Dataset):
         listed = options.get("train_mask_fractions") if mask_fraction is None else None
         self.train_fractions = [float(f) for f in listed] if self.train and listed else [self.mask_fraction]
         self.seed = int(config["seed"] if seed is None else seed)
+        self._set_observations(config, mask_fraction, profile_density)
         self.side_min, self.side_max = int(options["mask_patch_min"]), int(options["mask_patch_max"])
         self.fill_value = options["fill_value"]
         # rot90/flip here, on the CPU; the DataModule passes augment=False and turns whole batches on the
@@ -391,6 +415,30 @@ class PatchDataset(Dataset):
         self._scratch: dict[tuple[int, int, int], np.ndarray] = {}  # the raw patch being processed
 
     # ----- set-up
+    def _set_observations(self, config: dict, mask_fraction: float | None,
+                          profile_density: float | None) -> None:
+        """The observing system (``rectangles``/``profiles``/``both``) and the profile densities (profiles per
+        (1°)² a month) this split draws from.
+
+        Raises:
+            PatchIndexError: both overrides are given, or ``profile_density`` is negative or not finite.
+        """
+        options = config["dataset"]
+        self.observations = str(options["observations"])
+        argo = float(options["profiles_per_deg2_month"])
+        factors = options["train_profile_density_factors"] or config["evaluate"]["profile_density_factors"]
+        self.profile_densities = [argo * float(f) for f in factors] if self.train else [argo]
+        if mask_fraction is not None and profile_density is not None:
+            raise PatchIndexError("PatchDataset takes mask_fraction (rectangles) or profile_density "
+                                  "(profiles), not both")
+        if mask_fraction is not None:
+            self.observations = "rectangles"
+        if profile_density is not None:
+            if not math.isfinite(float(profile_density)) or float(profile_density) < 0:
+                raise PatchIndexError(f"profile density {profile_density} must be finite and >= 0 "
+                                      "(profiles per (1°)² a month)")
+            self.observations, self.profile_densities = "profiles", [float(profile_density)]
+
     def _select(self, index, config: dict, split: str) -> pd.DataFrame:
         if isinstance(index, pd.DataFrame):
             frame = index
@@ -437,6 +485,8 @@ class PatchDataset(Dataset):
         self.keys = [sample_key(s) for s in self.sample_ids]
         self.dates = index_dates(frame)
         self.coords = patch_centres(frame) if len(frame) else np.zeros((0, 2), np.float32)
+        corners = (frame[c].to_numpy(np.float64) for c in ("lat0", "lat1", "lon0", "lon1"))
+        self.cell_areas = cell_area_deg2(*corners, sizes)  # (1°)² per pixel: the profiles' expected count
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -456,8 +506,38 @@ class PatchDataset(Dataset):
             self._pools, self._speckle_bank = {}, None
         return self._rng
 
-    def _masks(self, item: int, ocean: np.ndarray, channels: range, out: np.ndarray | None = None) -> np.ndarray:
-        """The observed pixels (C, H, W) bool of sample ``item``, in ``out`` when given."""
+    def _masks(self, item: int, ocean: np.ndarray, channels: range, out: np.ndarray | None = None,
+               raw: np.ndarray | None = None, code: int = 0) -> np.ndarray:
+        """The observed pixels (C, H, W) bool of sample ``item``, in ``out`` when given.
+
+        Args:
+            item: the sample.
+            ocean: (C, H, W) bool, ocean at each target band, already turned by ``code``.
+            channels: the export channels of the target bands (they key the fixed rectangle masks).
+            out: (C, H, W) bool to write into, or None.
+            raw: (C_export, H, W) °C, NaN = no data, not turned: the whole exported column (profiles may land
+                wherever any level is ocean). None: the target bands' ocean stands for it.
+            code: the rot90/flip of the sample (:func:`_dihedral`).
+
+        Returns:
+            (C, H, W) bool, True where observed (``out`` when given).
+        """
+        if self._system(item) == "profiles":
+            if raw is None:
+                columns = ocean.any(axis=0)
+            else:
+                columns = _dihedral(np.isfinite(raw).any(axis=0)[None], code)[0]
+            if self.train:
+                rng = self._train_rng()
+                density = self.profile_densities[int(rng.integers(len(self.profile_densities)))]
+            else:  # one generator for the sample, not one per band: the bands share the profiles
+                rng = mask_rng(self.seed, self.keys[item], PROFILE_RNG_CHANNEL)
+                density = self.profile_densities[0]
+            valid = make_profile_masks(rng, columns, ocean, density, float(self.cell_areas[item]))
+            if out is None:
+                return valid
+            out[...] = valid
+            return out
         if self.train:
             rng = self._train_rng()
             fraction = self.train_fractions[0]
@@ -474,6 +554,14 @@ class PatchDataset(Dataset):
             return valid
         out[...] = valid
         return out
+
+    def _system(self, item: int) -> str:
+        """``rectangles`` or ``profiles`` for this draw of sample ``item`` (``both``: a coin, fixed by seed
+        and sample outside training)."""
+        if self.observations != "both":
+            return self.observations
+        coin = self._train_rng() if self.train else mask_rng(self.seed, self.keys[item], SYSTEM_RNG_CHANNEL)
+        return "profiles" if coin.random() < 0.5 else "rectangles"
 
     def _pool(self, shape: tuple[int, int], n_bands: int, fraction: float) -> TorusMaskPool:
         """The training mask pool of one patch shape and hidden share (made on first use in each process)."""
@@ -544,7 +632,7 @@ class PatchDataset(Dataset):
                 raw[raw == np.float32(self.fill_value)] = np.nan
             code = int(codes[k])
             land = _normalize_into(raw[targets], code, y[k], land_b[k] if packed else None)
-            valid = self._masks(item, land, channels, valid_b[k] if packed else None)
+            valid = self._masks(item, land, channels, valid_b[k] if packed else None, raw, code)
             if packed:
                 if x is not None:
                     np.multiply(y[k], valid, out=x[k])

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from depthdif import glorys
 from depthdif.atomic import atomic_to_csv, atomic_write_text, remove_stale_temps
 from depthdif.config import ConfigError, get_path, months_of
+from depthdif.errors import DepthDifError
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ SHA256_CACHE_NAME = ".sha256-cache.json"
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
 
 
-class DownloadError(RuntimeError):
+class DownloadError(DepthDifError, RuntimeError):
     """A raw file could not be fetched, generated or accepted; the message names it and says what to do."""
 
 

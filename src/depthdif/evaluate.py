@@ -5,6 +5,16 @@ every method sees the same observations. Scores are pooled over hidden ocean pix
 (see depthdif.metrics). Outputs: metrics.csv (contract columns + spread + the spectral scores of
 depthdif.spectra), metrics.json (headline summary), spectra.csv (per-wavenumber power spectra),
 figures/*.png and reconstruction.nc (one val month rebuilt over the whole exported region).
+
+With ``dataset.observations`` ``profiles`` or ``both`` an observing-system experiment follows the occlusion
+levels: the same protocol with vertical profiles at ``evaluate.profile_density_factors`` times the Argo
+density (``dataset.profiles_per_deg2_month``), positions fixed by seed and nested (each denser array holds the
+sparser one). Its rows in metrics.csv have ``observations`` = profiles, the density in
+``profile_density_factor`` and ``profiles_per_deg2_month``, and in ``mask_fraction`` the hidden share of the
+ocean they were scored on. A band of a patch that no profile reached is not scored by any method (per-patch
+baselines cannot run without an observation); how many there were and the scores of the methods that could
+fill them are in metrics.json (``profiles``), with the headline of these levels; the figure is
+rmse_vs_profile_density.png.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,6 +60,9 @@ SWEEP_BATCHES = 1  # one loader batch of patches: the sweep runs up to 250 steps
 # first are optional (diffusion_cond_mean appears only where the model provides it)
 MODEL_RATIOS = (("model", ENSEMBLE_MEAN), ("cond_mean", "diffusion_cond_mean"))
 BOOTSTRAP_RESAMPLES = 2000  # location resamples per ratio interval in metrics.json
+# metrics.csv columns after the contract, spread and spectral ones: which observing system a row scores
+OBSERVING_COLUMNS = ("observations", "profile_density_factor", "profiles_per_deg2_month", "n_observed",
+                     "n_patches_unobserved")
 
 
 @dataclass
@@ -63,10 +76,20 @@ class EvalItems:
     sample_ids: list[str]
     batches: list[dict] = field(repr=False, default_factory=list)
     locations: list[tuple[int, int]] = field(default_factory=list)  # (y0, x0) of each patch: the bootstrap unit
+    # (P, C) bool: the bands of each patch that are scored; None = all. Profile levels leave out a band that
+    # no profile reached: no per-patch baseline can fill it, and scoring only some methods there would
+    # compare them on different pixels
+    scored_bands: np.ndarray | None = None
 
     @property
     def hidden(self) -> np.ndarray:
-        return self.ocean & ~np.isfinite(self.observed)
+        """(P, C, H, W) bool: the scoring region, hidden ocean pixels of the scored bands."""
+        hidden = self.ocean & ~np.isfinite(self.observed)
+        return hidden if self.scored_bands is None else hidden & self.scored_bands[:, :, None, None]
+
+    def observed_bands(self) -> np.ndarray:
+        """(P, C) bool: the bands of each patch with at least one observed ocean pixel."""
+        return (self.ocean & np.isfinite(self.observed)).any(axis=(2, 3))
 
 
 def band_depths_of(index: pd.DataFrame, config: Mapping, variant: str, model_settings: Mapping | None = None,
@@ -442,14 +465,164 @@ def summarise(metrics: pd.DataFrame, variant: str, seconds: float, n_patches: in
             "headline": headline}
 
 
-def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Path) -> Path:
-    """The whole protocol for one variant; returns the metrics.csv path."""
+def level_coverage(items: EvalItems, level: float) -> pd.DataFrame:
+    """What one level observed and scored, per band, pooled over its patches.
+
+    Args:
+        items: the level's val patches.
+        level: the level's key (the occlusion level, or the profile density factor).
+
+    Returns:
+        One row per band: ``mask_fraction`` (= ``level``), ``band``, ``n_ocean`` (ocean pixels of the scored
+        bands), ``n_hidden`` (the scored pixels), ``n_observed`` (observed ocean pixels) and
+        ``n_patches_unobserved`` (patches whose band holds no observation).
+    """
+    observed = items.ocean & np.isfinite(items.observed)
+    reached = observed.any(axis=(2, 3))
+    scored = np.ones_like(reached) if items.scored_bands is None else items.scored_bands
+    return pd.DataFrame({
+        "mask_fraction": float(level),
+        "band": np.arange(reached.shape[1]),
+        "n_ocean": (items.ocean & scored[:, :, None, None]).sum(axis=(0, 2, 3)),
+        "n_hidden": items.hidden.sum(axis=(0, 2, 3)),
+        "n_observed": observed.sum(axis=(0, 2, 3)),
+        "n_patches_unobserved": (~reached).sum(axis=0),
+    })
+
+
+def rectangle_rows(metrics: pd.DataFrame, coverage: pd.DataFrame) -> pd.DataFrame:
+    """The occlusion levels' metrics.csv rows with the :data:`OBSERVING_COLUMNS` appended (``observations`` =
+    rectangles, no profile density); ``coverage``: their :func:`level_coverage` rows."""
+    counts = coverage[["mask_fraction", "band", "n_observed", "n_patches_unobserved"]]
+    out = metrics.merge(counts, on=["mask_fraction", "band"], how="left", validate="many_to_one")
+    out = out.assign(observations="rectangles", profile_density_factor=np.nan, profiles_per_deg2_month=np.nan)
+    return out[list(metrics.columns) + list(OBSERVING_COLUMNS)]
+
+
+def unreached_scores(items: EvalItems, predictions: Mapping[str, np.ndarray],
+                     depths: list[float]) -> list[dict]:
+    """Per band, the patches with no observation of that band (left out of a profile level's scores), and the
+    RMSE over their ocean of each method that filled every such pixel (per-patch baselines cannot).
+
+    Args:
+        items: a profile level's val patches.
+        predictions: method -> (P, C, H, W) °C, NaN where the method gave nothing.
+        depths: depth (m) of each band.
+
+    Returns:
+        One dict per band: ``band``, ``depth_m``, ``n_patches``, ``n_pixels`` and ``rmse_c`` {method: °C}.
+    """
+    unreached = ~items.observed_bands()
+    out = []
+    for b, depth in enumerate(depths):
+        region = items.ocean[:, b] & unreached[:, b, None, None]
+        truth = items.truth[:, b][region]
+        rmse = {}
+        for name, pred in predictions.items():
+            values = pred[:, b][region]
+            if truth.size and np.isfinite(values).all():
+                rmse[name] = float(np.sqrt(np.mean((values - truth) ** 2)))
+        out.append({"band": b, "depth_m": float(depth), "n_patches": int(unreached[:, b].sum()),
+                    "n_pixels": int(truth.size), "rmse_c": rmse})
+    return out
+
+
+@dataclass
+class ProfileExperiment:
+    """The observing-system experiment's outputs."""
+
+    rows: pd.DataFrame  # metrics.csv rows of the profile levels (contract columns first)
+    summary: dict  # metrics.json's "profiles" section
+
+
+def profile_experiment(config: Mapping, variant: str, rows: pd.DataFrame, eval_config: Mapping,
+                       depths: list[float], score_level: Callable) -> ProfileExperiment:
+    """Every method at each profile density, ``evaluate.profile_density_factors`` times
+    ``dataset.profiles_per_deg2_month``.
+
+    The val patches of the occlusion levels, observed by profiles fixed by (seed, sample) and nested (the
+    positions at a density are a subset of those at a higher one, so levels differ only by the added
+    profiles). A band of a patch without any profile is not scored (``EvalItems.scored_bands``): every method
+    is scored on the same pixels, and what the methods that can fill such bands score there is reported
+    apart.
+
+    Args:
+        config: the run config.
+        variant: ``temp_v1`` or ``eo_4band``.
+        rows: the val index rows (as for the occlusion levels).
+        eval_config: ``config`` with the val dataset's ``return_info`` and ``return_coords`` on.
+        depths: depth (m) of each target band.
+        score_level: ``(items, level, accumulator) -> (model, baselines, predictions)``, run_evaluation's
+            scorer of one level.
+
+    Returns:
+        The metrics.csv rows (``mask_fraction`` = hidden share of the ocean scored;
+        ``profile_density_factor``, ``profiles_per_deg2_month``) and the metrics.json section (headline per
+        density as for the occlusion levels, the unreached bands, the seconds this took).
+    """
+    from depthdif.datasets import PatchDataset
+
+    started = time.perf_counter()
+    argo = float(config["dataset"]["profiles_per_deg2_month"])
+    factors = [float(f) for f in config["evaluate"]["profile_density_factors"]]
+    log.info("observing-system experiment: profiles at %s x %g per (1°)² a month", factors, argo)
+    scores = ScoreAccumulator()
+    spectra, coverage, unreached = [], [], []
+    for factor in factors:
+        dataset = PatchDataset(rows, eval_config, split="val", variant=variant, seed=int(config["seed"]),
+                               profile_density=argo * factor)
+        items = gather_items(dataset, config["loader"]["batch_size"])
+        items.scored_bands = items.observed_bands()
+        _, _, predictions = score_level(items, factor, scores)
+        scored = items.scored_bands[:, :, None, None]  # the spectra of the bands the pixel scores cover
+        spectra.append(spectral_table(items.truth, items.ocean, {
+            name: np.where(scored, pred, np.nan) for name, pred in predictions.items()}, factor, depths))
+        coverage.append(level_coverage(items, factor))
+        unreached += [{"profile_density_factor": factor, **entry}
+                      for entry in unreached_scores(items, predictions, depths)]
+    spectral = scores_from_table(pd.concat(spectra, ignore_index=True))
+    frame = merge_spectral_scores(scores.to_frame(spread=True), spectral)
+    counts = pd.concat(coverage, ignore_index=True)
+    seconds = time.perf_counter() - started
+    headline = []
+    for entry in summarise(frame, variant, seconds, len(rows), scores=scores)["headline"]:
+        factor = entry.pop("mask_fraction")
+        at = counts[counts["mask_fraction"] == factor]
+        headline.append({"profile_density_factor": factor, "profiles_per_deg2_month": argo * factor,
+                         "hidden_share": _json_float(at["n_hidden"].sum() / max(int(at["n_ocean"].sum()), 1)),
+                         "n_observed": int(at["n_observed"].sum()), **entry})
+    out = frame.merge(counts, on=["mask_fraction", "band"], how="left", validate="many_to_one")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(out["n_ocean"] > 0, out["n_hidden"] / out["n_ocean"], np.nan)
+    out = out.assign(observations="profiles", profile_density_factor=out["mask_fraction"],
+                     profiles_per_deg2_month=out["mask_fraction"] * argo, mask_fraction=share)
+    summary = {
+        "profiles_per_deg2_month": argo, "profile_density_factors": factors, "seconds": round(seconds, 1),
+        "note": "vertical profiles at multiples of the Argo density, positions fixed by seed and nested; "
+                "scored on the hidden ocean of the bands of each patch that at least one profile reached "
+                "(the same pixels for every method); 'unreached': per density and band, the patches no "
+                "profile reached and the RMSE over them of each method that filled them all; *_ci95 as in "
+                "the main headline",
+        "headline": headline,
+        "unreached": unreached,
+    }
+    return ProfileExperiment(rows=out[list(frame.columns) + list(OBSERVING_COLUMNS)], summary=summary)
+
+
+def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Path,
+                   index_csv: Path | None = None) -> Path:
+    """The whole protocol for one variant; returns the metrics.csv path.
+
+    ``index_csv`` is the split index (the one the Snakemake rule declares); default
+    ``{data_dir}/patches/patch_index_split.csv``.
+    """
     from depthdif.datasets import PatchDataset
     from depthdif.models.module import load_model
     from depthdif.plots import (
         plot_power_spectra,
         plot_rank_histograms,
         plot_rmse_vs_occlusion,
+        plot_rmse_vs_profile_density,
         plot_rmse_vs_steps,
     )
     from depthdif.reconstruct_month import reconstruct_month
@@ -458,7 +631,9 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     settings = config["evaluate"]
     seed = int(config["seed"])
     torch.set_num_threads(int(config["train"]["threads"]))
-    index_csv = Path(config["data_dir"]) / "patches" / "patch_index_split.csv"
+    if index_csv is None:
+        index_csv = Path(config["data_dir"]) / "patches" / "patch_index_split.csv"
+    index_csv = Path(index_csv)
     index = pd.read_csv(index_csv)
     index.attrs["origin"] = str(index_csv)
     rows = select_val_rows(index, settings["max_patches"], seed, settings["months_per_location"])
@@ -476,27 +651,40 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     sweep_items = None
     rank_histograms: dict[float, np.ndarray] = {}
     spectra: list[pd.DataFrame] = []  # per-wavenumber PSDs of each occlusion level (depthdif.spectra)
-    for fraction in settings["mask_fractions"]:
-        dataset = PatchDataset(rows, eval_config, split="val", variant=variant, mask_fraction=fraction, seed=seed)
-        items = gather_items(dataset, config["loader"]["batch_size"])
-        model = score_diffusion(module, items, fraction, depths, scores, settings["ensemble_size"],
+    coverage: list[pd.DataFrame] = []  # observed pixels per level and band (metrics.csv's observing columns)
+
+    def score_level(items: EvalItems, level: float, accumulator: ScoreAccumulator) -> tuple[dict, dict, dict]:
+        """Every method on the items of one level (``level``: its key in ``accumulator``); returns the model's
+        outputs, the baselines' predictions and every scored method's prediction (°C, (P, C, H, W))."""
+        model = score_diffusion(module, items, level, depths, accumulator, settings["ensemble_size"],
                                 settings["sampling_steps"], seed)
         # one BLAS thread: the many small OI solves run 5-30x slower with threads fighting over 2 cores
         with threadpool_limits(limits=1, user_api="blas"):
-            baselines = run_per_patch_baselines(items, variant, fraction, depths, scores, params)
-            baselines["climatology"] = run_climatology(items, index, index_csv.parent, channels, fraction, depths,
-                                                       scores)
+            baselines = run_per_patch_baselines(items, variant, level, depths, accumulator, params)
+            baselines["climatology"] = run_climatology(items, index, index_csv.parent, channels, level,
+                                                       depths, accumulator)
             if settings["dineof"]:
-                baselines["dineof"] = run_dineof(items, rows, fraction, depths, scores, seed,
+                baselines["dineof"] = run_dineof(items, rows, level, depths, accumulator, seed,
                                                  settings["dineof_max_modes"])
-        spectra.append(spectral_table(items.truth, items.ocean, {
-            SINGLE_SAMPLE: model["single"], ENSEMBLE_MEAN: model["mean"], **baselines,
-            **{name: model[name] for name in (COKRIGING, CONDITIONAL_MEAN) if name in model}}, fraction, depths))
+        predictions = {SINGLE_SAMPLE: model["single"], ENSEMBLE_MEAN: model["mean"], **baselines,
+                       **{name: model[name] for name in (COKRIGING, CONDITIONAL_MEAN) if name in model}}
+        return model, baselines, predictions
+
+    for fraction in settings["mask_fractions"]:
+        dataset = PatchDataset(rows, eval_config, split="val", variant=variant, mask_fraction=fraction, seed=seed)
+        items = gather_items(dataset, config["loader"]["batch_size"])
+        model, baselines, predictions = score_level(items, fraction, scores)
+        spectra.append(spectral_table(items.truth, items.ocean, predictions, fraction, depths))
+        coverage.append(level_coverage(items, fraction))
         rank_histograms[fraction] = model["ranks"]
         if fraction == figure_fraction:
             sweep_items = items
             _example_figures(items, model, baselines, depths, fraction, settings["figure_patches"], figures_dir)
     plot_rank_histograms(rank_histograms, [f"{d:.1f} m" for d in depths], figures_dir / "rank_histogram.png")
+    profiles = None
+    if config["dataset"]["observations"] != "rectangles":
+        profiles = profile_experiment(config, variant, rows, eval_config, depths, score_level)
+        plot_rmse_vs_profile_density(profiles.rows, figures_dir / "rmse_vs_profile_density.png")
     metrics = scores.to_frame(spread=True)
     sweep = steps_sweep(module, sweep_items, depths, settings["steps_sweep"], max_batches=SWEEP_BATCHES, seed=seed)
     plot_rmse_vs_occlusion(metrics, figures_dir / "rmse_vs_occlusion.png")
@@ -514,9 +702,14 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     summary = summarise(metrics, variant, time.perf_counter() - started, len(rows), scores=scores)
     if clean is not None:
         summary["clean_surface"] = clean
+    if profiles is not None:
+        summary["profiles"] = profiles.summary
     atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(summary, indent=2) + "\n")
     metrics_csv = Path(out_dir) / "metrics.csv"
     metrics = merge_spectral_scores(metrics, scores_from_table(spectra_table))  # NaN for non-spectral methods
+    metrics = rectangle_rows(metrics, pd.concat(coverage, ignore_index=True))
+    if profiles is not None:
+        metrics = pd.concat([metrics, profiles.rows], ignore_index=True)
     atomic_to_csv(metrics, metrics_csv)  # last: the file Snakemake waits for
     log.info("headline: %s", json.dumps(summary["headline"]))
     return metrics_csv

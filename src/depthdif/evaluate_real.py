@@ -20,12 +20,13 @@ from depthdif.cf.axes import axis_roles
 from depthdif.cf.dates import file_date
 from depthdif.cf.decode import decode_values
 from depthdif.config import deep_merge, validate_config
+from depthdif.errors import DepthDifError
 from depthdif.inference import band_depths, match_levels
 
 log = logging.getLogger(__name__)
 
 
-class RealDataError(ValueError):
+class RealDataError(DepthDifError, ValueError):
     """The real sample cannot be scored with this model (missing levels, no files)."""
 
 

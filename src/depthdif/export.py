@@ -19,7 +19,8 @@ Choices worth knowing:
   share a month, their ids become ``YYYYMM_<file stem>_y0_x0`` so they stay unique.
 - Files of one manifest must share the depth axis (same values at the requested indices): channel k must
   mean the same depth in every patch, so a mismatch is an error rather than a silent mix.
-- Rerun safety: the old index CSV is removed first, every .npy and finally the index are written
+- Rerun safety: the old index CSV (and the split index beside it, whose rows name the old patches) is
+  removed first, every .npy and finally the index are written
   atomically (a .npy that already holds the same bytes is left alone), and any .npy in y_npy/ that the
   new index does not list (a stale sample of an earlier config, a temp file of a killed run) is
   deleted, so the index always matches the files on disk.
@@ -60,8 +61,10 @@ from depthdif.cf import (
     to_celsius,
     where_of,
 )
+from depthdif.errors import DepthDifError
 from depthdif.glorys import date_of_file
 from depthdif.paths import PathEscapeError, resolve_inside
+from depthdif.split import SPLIT_NAME
 from depthdif.tiling import TilingError, tile_fractions, tile_origins
 
 log = logging.getLogger(__name__)
@@ -84,7 +87,7 @@ _GRID_STEP_RTOL = 1e-6
 _GRID_FLOAT32_ULPS = 4
 
 
-class ExportError(RuntimeError):
+class ExportError(DepthDifError, RuntimeError):
     """An input file or setting cannot be exported; the message names the file and what to do."""
 
 
@@ -426,6 +429,8 @@ def export_patches(
 
     ``workers`` processes work on files in parallel (default export.workers; 1 = in this process).
     Rows are sorted by (date, y0, x0, source_file), so a rerun with the same inputs is byte-identical.
+    A split index (patch_index_split.csv) left in ``out_dir`` by an earlier split is removed, with a log line:
+    its rows name patches that this export rewrites or deletes.
     """
     settings = ExportSettings.from_config(config)
     out_dir = Path(out_dir) if out_dir is not None else Path(config["data_dir"]) / "patches"
@@ -435,6 +440,10 @@ def export_patches(
     jobs = read_manifest(Path(manifest_csv))
     index_path = out_dir / INDEX_NAME
     index_path.unlink(missing_ok=True)  # a failed run must not leave an index that looks finished
+    split_path = out_dir / SPLIT_NAME
+    if split_path.exists():  # training on it would read patches of another export, or missing ones
+        split_path.unlink()
+        log.info("removed %s: it split the patches of the previous export; run split again", split_path)
     (out_dir / NPY_DIR).mkdir(parents=True, exist_ok=True)
     remove_stale_temps(out_dir)
     log.info(

@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 import scoringrules
 
+from depthdif.errors import DepthDifError
+
 logger = logging.getLogger(__name__)
 
 METRIC_COLUMNS = (
@@ -43,7 +45,7 @@ SPREAD_COLUMNS = ("spread_c", "spread_skill")
 CRPS_ESTIMATOR = "qd"  # empirical-distribution CRPS; one member -> absolute error
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(DepthDifError, ValueError):
     """Arrays given to a score do not match, or hold NaN where a score needs a value."""
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from depthdif.errors import DepthDifError
 
-class PathEscapeError(ValueError):
+
+class PathEscapeError(DepthDifError, ValueError):
     """A path from an index, manifest or config points outside its folder."""
 
 

@@ -1,4 +1,5 @@
-"""Figures of the evaluation: example reconstructions, RMSE against occlusion and against DDIM steps."""
+"""Figures of the evaluation: example reconstructions, RMSE against occlusion, against profile density and
+against DDIM steps."""
 
 from __future__ import annotations
 
@@ -81,6 +82,54 @@ def plot_rmse_vs_occlusion(metrics: pd.DataFrame, path: Path) -> Path:
         ax.set_ylabel("RMSE on hidden pixels (°C)")
         ax.grid(alpha=0.3)
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _save(fig, path)
+
+
+def plot_rmse_vs_profile_density(metrics: pd.DataFrame, path: Path) -> Path:
+    """RMSE (°C) of every method against the density of vertical profiles, one panel per band (log x axis).
+
+    Args:
+        metrics: the profile rows of metrics.csv (``observations`` = profiles): ``method``, ``band``,
+            ``depth_m``, ``rmse_c``, ``n_pixels``, ``profiles_per_deg2_month`` (profiles per (1°)² a month)
+            and ``profile_density_factor`` (the multiple of the Argo density). Rows without pixels are left
+            out.
+        path: the PNG to write.
+
+    Returns:
+        ``path``.
+    """
+    scored = metrics[(metrics["n_pixels"] > 0) & np.isfinite(metrics["rmse_c"])]
+    bands = sorted(metrics["band"].unique()) or [0]
+    fig, axes = plt.subplots(1, len(bands), figsize=(4.2 * len(bands), 3.6), squeeze=False)
+    levels = metrics[["profiles_per_deg2_month", "profile_density_factor"]].drop_duplicates()
+    levels = levels.sort_values("profiles_per_deg2_month")
+    # a colour per method: a dozen methods would repeat the default cycle's ten
+    colours = {m: plt.cm.tab20(i % 20) for i, m in enumerate(sorted(metrics["method"].unique()))}
+    for ax, band in zip(axes[0], bands, strict=True):
+        rows = scored[scored["band"] == band]
+        for method, group in rows.groupby("method", sort=True):
+            group = group.sort_values("profiles_per_deg2_month")
+            style = "-o" if method.startswith("diffusion") else "--."
+            ax.plot(group["profiles_per_deg2_month"], group["rmse_c"], style, label=method, linewidth=1.2,
+                    markersize=3, color=colours[method])
+        depth = metrics[metrics["band"] == band]["depth_m"]
+        ax.set_title(f"band {band} ({depth.iloc[0]:.1f} m)" if len(depth) else f"band {band}", fontsize=9)
+        if len(levels):
+            ax.set_xscale("log")
+            ax.set_xticks(levels["profiles_per_deg2_month"],
+                          [f"{d:g}\n({f:g}x Argo)" for d, f in levels.itertuples(index=False)])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if not len(rows):
+            ax.text(0.5, 0.5, "no band reached by a profile", transform=ax.transAxes, ha="center", fontsize=8)
+        ax.set_xlabel("profiles per (1°)² per month")
+        ax.set_ylabel("RMSE on hidden pixels (°C)")
+        ax.grid(alpha=0.3, which="both")
+    handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels(), strict=True)}
+    if handles:
+        axes[0, -1].legend(handles.values(), handles.keys(), fontsize=7, loc="upper left",
+                           bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle("Observing-system experiment: vertical profiles at multiples of the Argo density",
+                 fontsize=9)
     return _save(fig, path)
 
 

@@ -442,7 +442,7 @@ def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
 
 
 def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface: Path | None = None,
-                     ensemble_size: int = 8, steps: int = 25, date: int | None = None) -> Path:
+                     ensemble_size: int = 8, steps: int = 25, date: int | None = None, seed: int = 0) -> Path:
     """`depthdif reconstruct`: checkpoint + NetCDF of sparse observations -> reconstructed NetCDF.
 
     Args:
@@ -453,6 +453,7 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
         ensemble_size: members averaged into the mean.
         steps: DDIM steps per member.
         date: YYYYMMDD for an observation file that states no date (``--date``).
+        seed: seed of the sampler's noise (``--seed``): the same inputs and seed give the same output.
 
     Returns:
         ``output``.
@@ -466,13 +467,14 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
     module = load_model(checkpoint)
     depths = target_depths(module.settings, str(checkpoint))  # first: a format-2 model fails before any reading
     grid = read_observations(Path(observations), module.settings, surface, date)
-    log.info("reconstructing %s with the %s model %s (%d members, %d DDIM steps)", observations,
-             module.settings["variant"], checkpoint, ensemble_size, steps)
-    mean, std = reconstruct_grid(module, grid, ensemble_size, steps)
+    log.info("reconstructing %s with the %s model %s (%d members, %d DDIM steps, seed %d)", observations,
+             module.settings["variant"], checkpoint, ensemble_size, steps, seed)
+    mean, std = reconstruct_grid(module, grid, ensemble_size, steps, seed=seed)
     observed = np.isfinite(grid.observed) & grid.ocean
     lat = xr.DataArray(grid.latitude, dims="latitude", attrs=grid.latitude_attrs)
     lon = xr.DataArray(grid.longitude, dims="longitude", attrs=grid.longitude_attrs)
     ds = reconstruction_dataset(mean, std, observed, grid.ocean, lat, lon, depths, grid.date,
                                 source=f"DepthDif {module.settings['variant']} model {Path(checkpoint).name} "
-                                f"applied to {Path(observations).name}")
+                                f"applied to {Path(observations).name} ({ensemble_size} members, {steps} DDIM "
+                                f"steps, seed {seed})")
     return write_netcdf(ds, Path(output))

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from depthdif.atomic import atomic_to_csv, remove_stale_temps
+from depthdif.errors import DepthDifError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ TRAIN, VAL, BUFFER = "train", "val", "buffer"
 _REQUIRED = ("sample_id", "y0", "x0", "patch_size")
 
 
-class SplitError(ValueError):
+class SplitError(DepthDifError, ValueError):
     """The index cannot be split as configured; the message says which key to change."""
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from depthdif.errors import DepthDifError
 
-class TilingError(ValueError):
+
+class TilingError(DepthDifError, ValueError):
     """A grid cannot be tiled with the requested patch size / stride; the message says what to change."""
 
 

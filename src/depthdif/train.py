@@ -117,11 +117,11 @@ def training_depths(datamodule: pl.LightningDataModule) -> tuple[float, ...] | N
     return depths
 
 
-def default_datamodule(config: Mapping, variant: str) -> pl.LightningDataModule:
+def default_datamodule(config: Mapping, variant: str, index_csv: Path | None = None) -> pl.LightningDataModule:
     # imported here: the data side is heavy and tests inject their own datamodule
     from depthdif.datamodule import DepthDifDataModule
 
-    return DepthDifDataModule(config, variant=variant)
+    return DepthDifDataModule(config, variant=variant, index_csv=index_csv)
 
 
 def checkpoint_callbacks(checkpoint_dir: Path, every_n_steps: int) -> list[ModelCheckpoint]:
@@ -278,8 +278,12 @@ def run_training(
     out_dir: Path,
     datamodule: pl.LightningDataModule | None = None,
     callbacks: Sequence[Callback] = (),
+    index_csv: Path | None = None,
 ) -> Path:
     """Train ``variant``, resuming from ``out_dir/train/checkpoints/last.ckpt`` when it exists.
+
+    ``index_csv`` is the split index to train on (the one the Snakemake rule declares); default
+    ``{data_dir}/patches/patch_index_split.csv``. It is not used when ``datamodule`` is given.
 
     Returns the path of the written model.ckpt (EMA weights).
     """
@@ -287,7 +291,7 @@ def run_training(
     tc = config["train"]
     torch.set_num_threads(int(tc["threads"]))
     pl.seed_everything(int(config.get("seed", 0)), workers=True)
-    datamodule = datamodule if datamodule is not None else default_datamodule(config, variant)
+    datamodule = datamodule if datamodule is not None else default_datamodule(config, variant, index_csv)
     module = build_module(config, variant, training_depths(datamodule))
     trainer = make_trainer(config, out_dir, callbacks)
     resume = resumable_checkpoint(out_dir / "train" / "checkpoints" / LAST_CKPT)

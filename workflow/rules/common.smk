@@ -1,6 +1,8 @@
 # Config validation (the same schema file the CLI uses) and the paths every rule shares.
+import os
 from pathlib import Path
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from depthdif.config import check_consistency
@@ -32,9 +34,39 @@ def real_metrics(variant):
 
 
 def real_sample_dir():
-    """evaluate.real_sample_dir, relative paths taken from the repository (the Snakefile's folder)."""
-    folder = config["evaluate"]["real_sample_dir"]
-    return None if folder is None else str(Path(workflow.basedir) / folder)
+    """evaluate.real_sample_dir as the config writes it (None: no sim-to-real run).
+
+    Never resolved here: a param holding the checkout's absolute path would rerun both sim-to-real evaluations
+    when the checkout moves. real_sample_files resolves it, at the one place the files are looked for."""
+    return config["evaluate"]["real_sample_dir"]
+
+
+def real_sample_files(wildcards=None):
+    """The *.nc of evaluate.real_sample_dir (a relative folder is taken from the repository, the Snakefile's
+    folder), as paths relative to the working directory so that a moved checkout keeps the same inputs.
+
+    Called when a sim-to-real job is planned: a null key, a missing folder or a folder without *.nc stops the
+    plan naming the key, instead of a job failing after training."""
+    folder = real_sample_dir()
+    if folder is None:
+        raise WorkflowError(
+            "evaluate.real_sample_dir is null, but an evaluate_real target was asked for: set it to a folder "
+            "of real GLORYS12 *.nc files (config/config.yaml uses tests/data/glorys12_nwmexico) or leave the "
+            "evaluate_real targets out."
+        )
+    path = Path(workflow.basedir) / folder
+    if not path.is_dir():
+        raise WorkflowError(
+            f"evaluate.real_sample_dir: {path} is not a folder (relative paths are taken from "
+            f"{workflow.basedir}); set it to a folder of real GLORYS12 *.nc files, or to null to skip the "
+            "sim-to-real evaluation."
+        )
+    files = sorted(path.glob("*.nc"))
+    if not files:
+        raise WorkflowError(
+            f"evaluate.real_sample_dir: no *.nc file in {path}; put the real GLORYS12 files there."
+        )
+    return [os.path.relpath(name) for name in files]
 
 
 def final_outputs():

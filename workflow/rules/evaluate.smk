@@ -47,6 +47,7 @@ for _variant in ALL_VARIANTS:
             f"evaluate_real_{_variant}"
         input:
             model=model_ckpt(_variant),
+            real=real_sample_files,
         output:
             metrics=report(
                 real_metrics(_variant),
@@ -56,7 +57,6 @@ for _variant in ALL_VARIANTS:
             ),
         params:
             variant=_variant,
-            real_dir=real_sample_dir(),
             settings={k: config[k] for k in ("dataset", "evaluate", "seed")},
         threads: 2
         resources:

@@ -11,4 +11,5 @@ run_evaluation(
     snakemake.params.variant,  # noqa: F821
     Path(snakemake.input.model),  # noqa: F821
     Path(snakemake.output.metrics).parent,  # noqa: F821
+    index_csv=Path(snakemake.input.index),  # noqa: F821
 )

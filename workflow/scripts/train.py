@@ -10,4 +10,5 @@ run_training(
     snakemake.config,  # noqa: F821
     snakemake.params.variant,  # noqa: F821
     Path(snakemake.output.model).parent,  # noqa: F821
+    index_csv=Path(snakemake.input.index),  # noqa: F821
 )

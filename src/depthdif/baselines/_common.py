@@ -17,15 +17,20 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from depthdif.errors import DepthDifError
+
 
 class BaselineUnavailable(RuntimeError):
     """A baseline cannot produce an estimate for this input (e.g. no observation in the band).
 
-    The evaluation catches it and records NaN for that method, so the message says why.
+    The evaluation catches it and records NaN for that method, so the message says why. It is not a
+    :class:`~depthdif.errors.DepthDifError`: it reports a property of one patch, not a file or setting the user can
+    change, and one that reaches the command line escaped a caller that should have caught it (a bug, reported
+    with its traceback).
     """
 
 
-class BaselineInputError(ValueError):
+class BaselineInputError(DepthDifError, ValueError):
     """The arrays given to a baseline have the wrong shape or type: a caller bug, not a data gap."""
 
 

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from depthdif.errors import DepthDifError
 from depthdif.normalization import Y_STD
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,12 @@ FAR_LAG_SHARE = 0.75  # lags from 3P/4 to P set the level a table is shifted to 
 MAX_JITTER_TRIES = 6
 
 
-class FirstGuessNotFitted(RuntimeError):
+class FirstGuessNotFitted(DepthDifError, RuntimeError):
     """The cokriging statistics were never fitted (an untrained model)."""
+
+
+class FirstGuessFitError(DepthDifError, ValueError):
+    """The training patches cannot give the first guess's statistics (none usable, or of another size)."""
 
 
 @dataclass
@@ -294,7 +299,7 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
         regression slopes on the surface field (°C/°C; 0 without one), ``samples`` (scalar).
 
     Raises:
-        ValueError: no batch, or patches of another size.
+        FirstGuessFitError: no usable patch, or patches of another size (a ValueError).
     """
     acc = CovarianceAccumulator(num_bands, size)
     seen = skipped = 0
@@ -303,7 +308,8 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
         skipped += batch.pop("_dropped")
         y, land = batch["y"].cpu(), batch["land_mask"].cpu().double()
         if y.shape[-2:] != (size, size):
-            raise ValueError(f"first-guess fit: patches are {tuple(y.shape[-2:])}, the model is built for {size} px")
+            raise FirstGuessFitError(f"first-guess fit: patches are {tuple(y.shape[-2:])}, the model is built for "
+                                     f"{size} px")
         if not len(y):
             continue
         residual0, _ = patch_residuals(y, land, None)
@@ -320,7 +326,7 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
         if seen >= max_samples:
             break
     if seen == 0:
-        raise ValueError(
+        raise FirstGuessFitError(
             f"first-guess fit: no usable training patch ({skipped} had NaN/inf on ocean pixels); check the exported "
             "patches (NaN must only mark land) and the train split."
         )

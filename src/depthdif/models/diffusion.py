@@ -16,13 +16,15 @@ from collections.abc import Mapping
 import torch
 from diffusers import DDPMScheduler
 
+from depthdif.errors import DepthDifError
+
 # our config names -> diffusers' names
 BETA_SCHEDULES = {"cosine": "squaredcos_cap_v2", "linear": "linear"}
 PREDICTION_TYPES = {"x0": "sample", "eps": "epsilon"}
 LOSS_REGIONS = ("hidden", "ocean")
 
 
-class DiffusionConfigError(ValueError):
+class DiffusionConfigError(DepthDifError, ValueError):
     """A model.* key names something the diffusion process does not know."""
 
 

@@ -30,6 +30,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from depthdif.baselines.cokriging import Cokriging, finite_samples
+from depthdif.errors import DepthDifError
 from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
 from depthdif.models.samplers import SAMPLERS, analytic_extra_variance, make_sampler, sample_loop
 from depthdif.models.unet import ConvNeXtUNet, coords_to_unit_sphere, date_to_day_of_year
@@ -40,24 +41,26 @@ log = logging.getLogger(__name__)
 VARIANTS = ("temp_v1", "eo_4band")
 FORMAT_VERSION = 3  # 2: cokriging statistics in the state dict (model.working_units); 3: export.depth_values_m
 READABLE_FORMATS = (2, 3)  # a format-2 model has no depths (m) of its bands: see inference.band_depths
+# keys of a Lightning checkpoint (last.ckpt, best-*.ckpt): a training resume point, not a model.ckpt
+LIGHTNING_KEYS = frozenset({"pytorch-lightning_version", "global_step", "optimizer_states", "loops"})
 RESIDUAL_UNITS = "first_guess"
 SIGMA_FLOOR_C = 1e-3  # °C: below this the first guess is treated as exact (observed pixels)
 X0_ERROR_BINS = 50  # timestep bins of the network's measured x0 error (analytic reverse variance)
 RESIDUAL_CLAMP = 10.0  # training residuals beyond +-10 posterior sigmas are clipped (a bad sigma cell)
 
 
-class BatchContractError(KeyError):
+class BatchContractError(DepthDifError, KeyError):
     """A batch lacks a key (or has a wrong shape) that the model was built to use."""
 
     def __str__(self) -> str:  # KeyError would quote the whole message
         return str(self.args[0])
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(DepthDifError, FloatingPointError):
     """Training produced NaN/inf gradients for too many steps in a row; nothing is saved."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DepthDifError, ValueError):
     """A model.ckpt cannot be loaded for the requested variant/config."""
 
 
@@ -638,6 +641,8 @@ def load_model(
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # pickle errors come in many types; all mean "not our file"
         raise CheckpointError(f"{path} is not a DepthDif model.ckpt readable with weights_only=True: {err}") from err
+    if isinstance(payload, dict) and "format_version" not in payload and LIGHTNING_KEYS & set(payload):
+        raise CheckpointError(_training_checkpoint_message(path, payload))
     if not isinstance(payload, dict) or payload.get("format_version") not in READABLE_FORMATS:
         raise CheckpointError(
             f"{path} has format_version {payload.get('format_version') if isinstance(payload, dict) else None}, "
@@ -652,6 +657,31 @@ def load_model(
     module = DepthDifModule(settings, {"val_samples": 1, "val_sampling_steps": 1}, payload["num_bands"])
     module.load_state_dict(payload["state_dict"], strict=True)
     return module.to(map_location).eval()
+
+
+def _training_checkpoint_message(path: Path, payload: Mapping) -> str:
+    """Why a Lightning checkpoint is refused where model.ckpt is expected, and which file to use instead.
+
+    Args:
+        path: the checkpoint given.
+        payload: its contents (a dict with Lightning's keys and no ``format_version``).
+
+    Returns:
+        The message of the CheckpointError.
+    """
+    step = payload.get("global_step")
+    at_step = "" if step is None else f" at step {step}"
+    # run_training writes <out>/train/checkpoints/*.ckpt while it trains and <out>/model.ckpt when it is done
+    model = path.parent.parent.parent / "model.ckpt" if path.parent.name == "checkpoints" else None
+    if model is not None and model.is_file():
+        instead = f"use {model}, written next to it"
+    elif model is not None:
+        instead = f"use the model.ckpt that training writes to {model.parent} when it finishes"
+    else:
+        instead = "use the model.ckpt that training writes to results/<variant>/ when it finishes"
+    return (f"{path} is a Lightning training checkpoint (a resume point{at_step}), not a DepthDif model.ckpt: it "
+            f"holds the raw weights and the optimizer state, not the averaged (EMA) weights and settings a model is "
+            f"applied with; {instead}.")
 
 
 _NETWORK_KEYS = ("working_units", "dim", "dim_mults", "blocks_per_level", "expansion", "film_coords", "film_day_of_year",

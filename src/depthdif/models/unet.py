@@ -18,8 +18,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from depthdif.errors import DepthDifError
 
-class NetworkConfigError(ValueError):
+
+class NetworkConfigError(DepthDifError, ValueError):
     """The network cannot be built or run with the given sizes; the message says which key to change."""
 
 
