@@ -127,6 +127,7 @@ def cmd_reconstruct(config: None, args: argparse.Namespace) -> None:
             steps=args.steps,
             date=args.date,
             seed=args.seed,
+            fill_values=tuple(args.fill_value),
         )
     )
 
@@ -217,15 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     rec = add("reconstruct", cmd_reconstruct, "apply a trained model to a NetCDF of sparse observations",
               config=False)
     rec.add_argument("checkpoint", type=Path, help="model.ckpt written by training")
-    rec.add_argument("observations", type=Path, help="NetCDF with thetao, NaN where unobserved")
+    rec.add_argument("observations", type=Path,
+                     help="NetCDF with thetao (or another sea temperature) on (depth,) latitude, longitude, NaN "
+                          "or its fill value where unobserved, and an ocean_mask variable (1 = ocean, 0 = land) "
+                          "for temp_v1")
     rec.add_argument("output", type=Path, help="NetCDF to write")
     rec.add_argument("--surface", type=Path, help="NetCDF of the surface (EO) field, for eo_4band")
     rec.add_argument("--ensemble-size", type=positive_int, default=8,
                      help="members averaged into the mean; their spread is the std (default: %(default)s)")
-    rec.add_argument("--steps", type=positive_int, default=25, help="DDIM steps per member (default: %(default)s)")
+    rec.add_argument("--steps", type=positive_int, default=25, help="sampling steps per member (default: %(default)s)")
     rec.add_argument("--seed", type=int, default=0,
                      help="seed of the sampler's noise: the same inputs and seed give the same output "
                           "(default: %(default)s)")
+    rec.add_argument("--fill-value", type=float, action="append", default=[], metavar="VALUE",
+                     help="a value (in the files' units) that means 'not observed' in a file that stores it "
+                          "without a _FillValue, e.g. 9999; repeatable")
     rec.add_argument("--date", type=parse_date, metavar="YYYY-MM-DD",
                      help="date of the observations, for a file that states none (no time coordinate, no "
                           "date attribute, no date in its name); a file stating another date is refused")

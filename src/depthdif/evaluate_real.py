@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from depthdif.atomic import atomic_to_csv
-from depthdif.cf.axes import axis_roles
+from depthdif.cf.axes import axis_roles, depth_below_surface_m
 from depthdif.cf.dates import file_date
 from depthdif.cf.decode import decode_values
 from depthdif.config import deep_merge, validate_config
@@ -56,7 +56,9 @@ def matching_depth_indices(nc_file: Path, depths_m: list[float], variable: str =
                                 "each level); add one.")
         depth = ds.variables[dim]
         depth.set_auto_maskandscale(False)
-        axis = np.asarray(decode_values(np.asarray(depth[:]), attrs_of[dim], f"{nc_file}, variable '{dim}'"), float)
+        where = f"{nc_file}, variable '{dim}'"
+        axis = np.asarray(depth_below_surface_m(decode_values(np.asarray(depth[:]), attrs_of[dim], where),
+                                                attrs_of[dim], where), float)
     positions = match_levels(axis, depths_m)
     for depth, position in zip(depths_m, positions, strict=True):
         if position is None:

@@ -57,6 +57,7 @@ from depthdif.cf import (
     axis_roles,
     check_sea_water_temperature,
     decode_values,
+    depth_below_surface_m,
     is_temperature,
     to_celsius,
     where_of,
@@ -286,7 +287,13 @@ def _read_levels_open(
         )
     latitude = _coordinate(dataset, var.dimensions[axes["lat"]], path)
     longitude = _coordinate(dataset, var.dimensions[axes["lon"]], path)
-    depth = _coordinate(dataset, var.dimensions[axes["depth"]], path)
+    depth_dim = var.dimensions[axes["depth"]]
+    depth_var = dataset.variables.get(depth_dim)
+    depth = depth_below_surface_m(
+        _coordinate(dataset, depth_dim, path),
+        None if depth_var is None else {k: depth_var.getncattr(k) for k in depth_var.ncattrs()},
+        f"{path}: coordinate '{depth_dim}'",
+    )
     attrs = {name: var.getncattr(name) for name in var.ncattrs()}
     where = where_of(path, variable)
     var.set_auto_maskandscale(False)  # raw values: depthdif.cf decodes them (same values, no masked arrays)

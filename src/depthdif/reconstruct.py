@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from depthdif import __version__
 from depthdif.atomic import atomic_path
-from depthdif.cf.axes import accepted_names, axis_roles, role_of_dim
+from depthdif.cf.axes import accepted_names, axis_roles, depth_below_surface_m, role_of_dim
 from depthdif.cf.dates import date_of_dataset
 from depthdif.cf.decode import decode_values
 from depthdif.cf.errors import FieldFileError
@@ -214,13 +214,17 @@ def _coordinate(ds: xr.Dataset, dim: str, path: Path) -> tuple[np.ndarray, dict]
     return values.astype(dtype, copy=False), dict(variable.attrs)
 
 
-def _celsius(raw: np.ndarray, attrs, where: str) -> np.ndarray:
+FILL_VALUE_HINT = "`depthdif reconstruct --fill-value VALUE` (repeatable)"
+
+
+def _celsius(raw: np.ndarray, attrs, where: str, fill_values: tuple[float, ...] = ()) -> np.ndarray:
     """Stored values -> °C (float64, NaN = no value): CF decoding, unit conversion, plausibility check.
 
     Args:
         raw: values as stored in the file (read with ``mask_and_scale=False``).
         attrs: the variable's attributes (_FillValue, missing_value, valid_*, scale_factor, add_offset, units).
         where: file and variable, for the messages.
+        fill_values: values (in the file's units) the user declared as "no value" (``--fill-value``).
 
     Returns:
         The values in °C, NaN where the file holds no value.
@@ -228,8 +232,11 @@ def _celsius(raw: np.ndarray, attrs, where: str) -> np.ndarray:
     Raises:
         FieldFileError: units that are not a temperature, or values outside -3..45 °C once decoded.
     """
-    celsius = to_celsius(decode_values(raw, attrs, where), attrs.get("units"), where)
-    check_sea_water_temperature(celsius, where)
+    values = decode_values(raw, attrs, where)
+    if fill_values:
+        values[np.isin(values, np.asarray(fill_values, dtype=values.dtype))] = np.nan
+    celsius = to_celsius(values, attrs.get("units"), where)
+    check_sea_water_temperature(celsius, where, how_to_declare=FILL_VALUE_HINT)
     return np.asarray(celsius, np.float64)
 
 
@@ -266,7 +273,7 @@ def _date_of(ds: xr.Dataset, path: Path, given: int | None) -> int:
 
 
 def read_observations(path: Path, settings: dict, surface: Path | None = None,
-                      date: int | None = None) -> GridObservations:
+                      date: int | None = None, fill_values: tuple[float, ...] = ()) -> GridObservations:
     """Observations (and, for eo_4band, the surface field) from NetCDF, on the model's levels, in °C.
 
     Args:
@@ -275,6 +282,7 @@ def read_observations(path: Path, settings: dict, surface: Path | None = None,
         settings: the checkpoint's settings (the depths it reconstructs, its variant).
         surface: the surface (EO) field for eo_4band.
         date: YYYYMMDD for a file that states no date (``--date``).
+        fill_values: values (in the files' units) meaning "no value" (``--fill-value``).
 
     Returns:
         The observations on the model's levels, by depth value.
@@ -286,17 +294,18 @@ def read_observations(path: Path, settings: dict, surface: Path | None = None,
         name = _temperature_variable(ds, path)
         roles = _roles(ds, name, path, need_depth=True)
         data = _one_time_step(ds[name], roles, path)
-        depth_axis, _ = _coordinate(ds, roles["depth"], path)
+        depth_axis, depth_attrs = _coordinate(ds, roles["depth"], path)
+        depth_axis = depth_below_surface_m(depth_axis, depth_attrs, f"{path}: coordinate '{roles['depth']}'")
         positions = _level_positions(depth_axis, target_depths(settings), path)
         raw = data.isel({roles["depth"]: positions}).transpose(roles["depth"], roles["lat"], roles["lon"]).values
-        observed = _celsius(raw, data.attrs, f"{path}: variable '{name}'")
+        observed = _celsius(raw, data.attrs, f"{path}: variable '{name}'", fill_values)
         lat, lat_attrs = _coordinate(ds, roles["lat"], path)
         lon, lon_attrs = _coordinate(ds, roles["lon"], path)
         ocean = _ocean_mask(ds, positions, observed.shape, path)
         file_date = _date_of(ds, path, date)
     eo = None
     if settings["variant"] == "eo_4band":
-        eo = _read_surface(surface, lat, lon, settings, path)
+        eo = _read_surface(surface, lat, lon, settings, path, fill_values)
         if ocean is None:
             log.warning("%s has no 'ocean_mask': taking the ocean from the surface field (deeper land unknown).", path)
             ocean = np.broadcast_to(np.isfinite(eo), observed.shape).copy()
@@ -324,7 +333,8 @@ def _ocean_mask(ds: xr.Dataset, positions: list[int], shape: tuple[int, ...], pa
     return np.broadcast_to(ocean, shape).copy()
 
 
-def _read_surface(surface: Path | None, lat: np.ndarray, lon: np.ndarray, settings: dict, obs_path: Path) -> np.ndarray:
+def _read_surface(surface: Path | None, lat: np.ndarray, lon: np.ndarray, settings: dict, obs_path: Path,
+                  fill_values: tuple[float, ...] = ()) -> np.ndarray:
     """The surface (EO) field in °C on the observations' grid, (ny, nx), NaN on land."""
     if surface is None:
         raise ReconstructionError(
@@ -336,7 +346,8 @@ def _read_surface(surface: Path | None, lat: np.ndarray, lon: np.ndarray, settin
         roles = _roles(ds, name, surface, need_depth=False)
         data = _one_time_step(ds[name], roles, surface)
         if "depth" in roles:
-            depth_axis, _ = _coordinate(ds, roles["depth"], surface)
+            depth_axis, depth_attrs = _coordinate(ds, roles["depth"], surface)
+            depth_axis = depth_below_surface_m(depth_axis, depth_attrs, f"{surface}: coordinate '{roles['depth']}'")
             data = data.isel({roles["depth"]: _level_positions(depth_axis, band_depths(settings)[:1], surface)[0]})
         surface_lat, _ = _coordinate(ds, roles["lat"], surface)
         surface_lon, _ = _coordinate(ds, roles["lon"], surface)
@@ -348,7 +359,7 @@ def _read_surface(surface: Path | None, lat: np.ndarray, lon: np.ndarray, settin
                 "onto the other first."
             )
         raw = data.transpose(roles["lat"], roles["lon"]).values
-        return _celsius(raw, data.attrs, f"{surface}: variable '{name}'")
+        return _celsius(raw, data.attrs, f"{surface}: variable '{name}'", fill_values)
 
 
 # ----------------------------------------------------------------------------- NetCDF out
@@ -442,7 +453,8 @@ def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
 
 
 def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface: Path | None = None,
-                     ensemble_size: int = 8, steps: int = 25, date: int | None = None, seed: int = 0) -> Path:
+                     ensemble_size: int = 8, steps: int = 25, date: int | None = None, seed: int = 0,
+                     fill_values: tuple[float, ...] = ()) -> Path:
     """`depthdif reconstruct`: checkpoint + NetCDF of sparse observations -> reconstructed NetCDF.
 
     Args:
@@ -454,6 +466,8 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
         steps: DDIM steps per member.
         date: YYYYMMDD for an observation file that states no date (``--date``).
         seed: seed of the sampler's noise (``--seed``): the same inputs and seed give the same output.
+        fill_values: values (in the files' units) that mean "no value" in the observation and surface files
+            (``--fill-value``), for files that store them without a _FillValue.
 
     Returns:
         ``output``.
@@ -466,7 +480,7 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
 
     module = load_model(checkpoint)
     depths = target_depths(module.settings, str(checkpoint))  # first: a format-2 model fails before any reading
-    grid = read_observations(Path(observations), module.settings, surface, date)
+    grid = read_observations(Path(observations), module.settings, surface, date, tuple(fill_values))
     log.info("reconstructing %s with the %s model %s (%d members, %d DDIM steps, seed %d)", observations,
              module.settings["variant"], checkpoint, ensemble_size, steps, seed)
     mean, std = reconstruct_grid(module, grid, ensemble_size, steps, seed=seed)

@@ -14,6 +14,7 @@ from depthdif.cf.axes import (
     accepted_names,
     axis_roles,
     canonical_names,
+    depth_below_surface_m,
     role_of_dim,
 )
 from depthdif.cf.dates import date_of_dataset, date_of_netcdf, file_date
@@ -38,6 +39,6 @@ def where_of(path, variable: str) -> str:
 __all__ = [
     "AXIS_ALIASES", "CANONICAL_NAMES", "CELSIUS_UNITS", "COMMON_FILL_VALUES", "FieldFileError",
     "accepted_names", "apply_fill_values", "axis_roles", "canonical_names", "check_sea_water_temperature",
-    "check_temperature_units", "date_of_dataset", "date_of_netcdf", "decode_values", "file_date", "is_packed",
-    "is_temperature", "parse_units", "role_of_dim", "to_celsius", "where_of",
+    "check_temperature_units", "date_of_dataset", "date_of_netcdf", "decode_values", "depth_below_surface_m",
+    "file_date", "is_packed", "is_temperature", "parse_units", "role_of_dim", "to_celsius", "where_of",
 ]  # fmt: skip

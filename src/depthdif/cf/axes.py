@@ -7,10 +7,15 @@ attributes of its coordinate variable (the variable of the same name): ``axis`` 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from depthdif.cf.errors import FieldFileError
+
+log = logging.getLogger(__name__)
 
 # role -> dimension names that carry it; nav_lat/nav_lon only ever name a dimension when they are 1-D
 # (a NEMO file on its curvilinear grid has 2-D nav_lat(y, x), whose dims y/x have no role)
@@ -120,3 +125,54 @@ def canonical_names(roles: Mapping[str, str]) -> dict[str, str]:
         ``{file's dim name: canonical name}`` for the dims whose name differs (empty for a CMEMS file).
     """
     return {dim: CANONICAL_NAMES[role] for role, dim in roles.items() if dim != CANONICAL_NAMES[role]}
+
+
+def depth_below_surface_m(values: np.ndarray, attrs: Mapping | None, where: str) -> np.ndarray:
+    """A vertical coordinate as depth below the sea surface in metres, positive down.
+
+    CF states the direction of a vertical axis in its ``positive`` attribute and its unit in ``units``; both
+    are honoured here so that every reader matches levels by the same numbers. A height axis (``positive:
+    up``, values ≤ 0 below the surface) is negated. Without ``positive``, an axis whose values are all ≤ 0 is
+    taken as heights, with a warning; without ``units``, metres are assumed, with a warning.
+
+    Args:
+        values: (n,) the coordinate's decoded values.
+        attrs: the coordinate's attributes (``positive``, ``units``); None for none.
+        where: the file and coordinate, for messages.
+
+    Returns:
+        (n,) depths in m, positive down, in the file's float precision (float64 after a unit conversion).
+
+    Raises:
+        FieldFileError: ``positive`` is neither up nor down, or the units are not a length (e.g. a pressure
+            axis in dbar, which needs latitude and the TEOS-10 conversion, or a level number).
+    """
+    from depthdif.cf.units import parse_units, registry
+
+    attrs = dict(attrs or {})
+    depth = np.asarray(values)
+    if not np.issubdtype(depth.dtype, np.floating):
+        depth = depth.astype(np.float64)
+    units = attrs.get("units")
+    if units is None or not str(units).strip():
+        log.warning("%s: the depth axis has no units attribute; metres assumed", where)
+    else:
+        unit = parse_units(str(units))
+        if unit is None or unit.dimensionality != registry.metre.dimensionality:
+            raise FieldFileError(
+                f"{where}: the depth axis has units {units!r}, not a length; give depth in m (a pressure "
+                "axis in dbar must be converted to depth first, e.g. with gsw.z_from_p)."
+            )
+        if unit != registry.metre:  # metres keep the file's precision (the index writes them as stored)
+            depth = registry.Quantity(depth.astype(np.float64), unit).to(registry.metre).magnitude
+    positive = str(attrs.get("positive", "")).strip().lower()
+    if positive not in ("", "up", "down"):
+        raise FieldFileError(f"{where}: positive={attrs['positive']!r}; CF allows 'up' or 'down' only.")
+    finite = depth[np.isfinite(depth)]
+    if positive == "up":
+        return -depth
+    if positive == "" and finite.size and (finite <= 0).all() and (finite < 0).any():
+        log.warning("%s: the depth axis has no 'positive' attribute and only values <= 0; read as heights "
+                    "(positive up) and negated", where)
+        return -depth
+    return depth

@@ -25,7 +25,11 @@ COMMON_FILL_VALUES = (
 
 
 def constant_columns(data: np.ndarray, values: Sequence[float]) -> dict[float, np.ndarray]:
-    """Cells that hold one of ``values`` at every level.
+    """Cells that hold one of ``values`` at every level, or at the two or more deepest levels.
+
+    The second pattern is the sea floor written as a number: a shelf column whose levels below the bottom
+    hold 0 (water above them is real). Two levels, because a single exact 0 at the deepest level can be
+    cold water; a sentinel repeated exactly at consecutive depths is not.
 
     Args:
         data: (C, H, W) float32, decoded, in the file's units.
@@ -34,30 +38,38 @@ def constant_columns(data: np.ndarray, values: Sequence[float]) -> dict[float, n
     Returns:
         {value: (H, W) bool mask} for each value found in at least one cell.
     """
-    first = data[0]
-    same = np.all(data == first, axis=0) if data.shape[0] > 1 else np.ones(first.shape, dtype=bool)
     found = {}
     for value in values:
-        mask = same & (first == np.float32(value))
+        equal = data == np.float32(value)
+        if not equal.any():
+            continue
+        # length of the run of sentinels that ends at the deepest level, per cell
+        tail = np.cumprod(equal[::-1], axis=0).sum(axis=0)
+        mask = (tail == data.shape[0]) | (tail >= 2)
         if mask.any():
             found[float(value)] = mask
     return found
 
 
-def apply_fill_values(data: np.ndarray, fill_values: Sequence[float], where: str) -> np.ndarray:
+EXPORT_HINT = "export.fill_values (an override file: `export: {{fill_values: [{value!r}]}}`)"
+
+
+def apply_fill_values(data: np.ndarray, fill_values: Sequence[float], where: str,
+                      how_to_declare: str = EXPORT_HINT) -> np.ndarray:
     """Declared fills become NaN; an undeclared common sentinel filling whole columns stops.
 
     Args:
         data: (C, H, W) float32, decoded, in the file's units (before any unit conversion).
         fill_values: the values the user declared as no data (export.fill_values).
         where: the file and variable, for the message.
+        how_to_declare: how the user declares a fill where this is called, with ``{value}`` for the value.
 
     Returns:
         ``data`` with every value equal to a declared fill set to NaN (in place when there is one).
 
     Raises:
-        FieldFileError: cells hold an undeclared common sentinel at every level; names the file, the
-            value(s) and how many cells.
+        FieldFileError: cells hold an undeclared common sentinel at every level or at the deepest two or
+            more; names the file, the value(s), how many cells and how to declare it.
     """
     declared = np.asarray(list(fill_values), dtype=np.float32)
     if declared.size:
@@ -68,9 +80,9 @@ def apply_fill_values(data: np.ndarray, fill_values: Sequence[float], where: str
         counts = ", ".join(f"{value!r} in {np.count_nonzero(mask)} cells" for value, mask in found.items())
         first = next(iter(found))
         raise FieldFileError(
-            f"{where}: the same value at every exported level, {counts} of {data.shape[1]}x{data.shape[2]}: "
-            "land written as a number (the file gives no _FillValue or missing_value for it), not water. "
-            f"Declare it as no data with export.fill_values (e.g. `--set 'export.fill_values=[{first!r}]'`) "
-            "or set _FillValue in the file."
+            f"{where}: the same value at every level read or at the deepest two or more, {counts} of "
+            f"{data.shape[1]}x{data.shape[2]}: land or sea floor written as a number (the file gives no "
+            "_FillValue or missing_value for it), not water. Declare it as no data with "
+            f"{how_to_declare.format(value=first)} or set _FillValue in the file."
         )
     return data

@@ -12,11 +12,26 @@ from collections.abc import Mapping
 
 import numpy as np
 import pint
-from cf_xarray.units import units as registry
 
 from depthdif.cf.errors import FieldFileError
 
 log = logging.getLogger(__name__)
+
+
+def _cf_registry() -> pint.UnitRegistry:
+    """cf-xarray's registry, imported without pint's "Redefining '%'" warnings: cf-xarray redefines percent,
+    year and C with their CF meanings on purpose, and every rule's log would open with ten such lines."""
+    pint_log = logging.getLogger("pint.util")
+    level = pint_log.level
+    pint_log.setLevel(logging.ERROR)
+    try:
+        from cf_xarray.units import units
+    finally:
+        pint_log.setLevel(level)
+    return units
+
+
+registry = _cf_registry()
 
 # The UDUNITS-2 aliases of kelvin and degree_Celsius (the units themselves are in udunits2-base.xml and
 # udunits2-derived.xml; these aliases are in udunits2-common.xml, "Synonym for SI unit"), plus "kelvins",
@@ -156,6 +171,7 @@ def to_celsius(values: np.ndarray, units: str | None, where: str) -> np.ndarray:
     unit = parse_units(units)
     if unit is None or unit == registry.degree_Celsius:
         return values
+    log.info("%s: converting %s to °C", where, units)
     if unit == registry.kelvin:
         # float32 arithmetic, as the export always did (float32 K carries ~3e-5 K steps anyway)
         return values - np.float32(273.15)
@@ -163,12 +179,14 @@ def to_celsius(values: np.ndarray, units: str | None, where: str) -> np.ndarray:
     return np.asarray(celsius.magnitude, dtype=np.float32)
 
 
-def check_sea_water_temperature(values_c: np.ndarray, where: str) -> None:
+def check_sea_water_temperature(values_c: np.ndarray, where: str,
+                                how_to_declare: str = "export.fill_values") -> None:
     """Stop when a temperature lies outside what sea water can hold (wrong units or land as a number).
 
     Args:
         values_c: temperatures in °C, any shape; NaN = no data.
         where: the file and variable, for the message.
+        how_to_declare: how the user declares a fill value where this is called.
 
     Raises:
         FieldFileError: naming the file, how many cells lie outside -3..45 °C and the range found.
@@ -180,6 +198,6 @@ def check_sea_water_temperature(values_c: np.ndarray, where: str) -> None:
             f"{SEA_WATER_MIN_C:g}..{SEA_WATER_MAX_C:g} °C (values from {np.nanmin(values_c):.6g} to "
             f"{np.nanmax(values_c):.6g} °C after "
             "conversion from the file's units), which sea water never has. Check the units attribute (a "
-            "file in Kelvin must say K) and whether land is written as a number (declare it in "
-            "export.fill_values)."
+            "file in Kelvin must say K) and whether land or missing values are written as a number "
+            f"(declare it with {how_to_declare})."
         )
