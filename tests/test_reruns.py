@@ -118,6 +118,17 @@ def test_unchanged_rerun_of_the_whole_dag_does_nothing(dag_built):
 
 
 @pytest.mark.slow
+def test_every_job_of_the_dag_leaves_a_benchmark(dag_built):
+    # one TSV per rule that ran (Snakemake's `benchmark:`): the per-rule times the README reports come from these
+    logs = {p.stem for p in (dag_built / "logs").glob("*.log")}
+    assert {"download", "export", "split", "train_temp_v1", "evaluate_temp_v1"} <= logs
+    for rule in logs:
+        table = pd.read_csv(dag_built / "logs" / "benchmarks" / f"{rule}.tsv", sep="\t")
+        assert {"s", "max_rss", "cpu_time"} <= set(table.columns), rule
+        assert table["s"].iloc[0] > 0, rule
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("change", "rerun", "kept"), MODEL_CHANGES, ids=change_id)
 def test_whole_dag_reruns_only_model_stages(dag_built, change, rerun, kept):
     planned = planned_rules(snakemake(dag_built, "-n", "all", change=change))

@@ -14,6 +14,8 @@ check_consistency(config)
 DATA = Path(config["data_dir"])
 RESULTS = Path(config["results_dir"])
 LOGS = Path("logs")
+# each job's wall time, CPU time and peak memory (Snakemake's benchmark TSV), one file per rule
+BENCHMARKS = LOGS / "benchmarks"
 ALL_VARIANTS = ["temp_v1", "eo_4band"]
 
 RAW_MANIFEST = DATA / "raw" / "manifest.csv"

@@ -8,6 +8,8 @@ rule download:
         source=source_params,
     conda:
         CONDA_ENV
+    benchmark:
+        BENCHMARKS / "download.tsv",
     log:
         LOGS / "download.log",
     localrule: True  # compute nodes often have no internet

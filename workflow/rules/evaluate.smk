@@ -33,6 +33,8 @@ for _variant in ALL_VARIANTS:
             runtime=120,
         conda:
             CONDA_ENV
+        benchmark:
+            BENCHMARKS / f"evaluate_{_variant}.tsv",
         log:
             LOGS / f"evaluate_{_variant}.log",
         script:
@@ -64,6 +66,8 @@ for _variant in ALL_VARIANTS:
             runtime=60,
         conda:
             CONDA_ENV
+        benchmark:
+            BENCHMARKS / f"evaluate_real_{_variant}.tsv",
         log:
             LOGS / f"evaluate_real_{_variant}.log",
         script:

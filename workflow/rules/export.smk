@@ -12,6 +12,8 @@ rule export:
         runtime=60,
     conda:
         CONDA_ENV
+    benchmark:
+        BENCHMARKS / "export.tsv",
     log:
         LOGS / "export.log",
     script:

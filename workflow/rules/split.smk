@@ -8,6 +8,8 @@ rule split:
         split=config["split"],
     conda:
         CONDA_ENV
+    benchmark:
+        BENCHMARKS / "split.tsv",
     log:
         LOGS / "split.log",
     localrule: True

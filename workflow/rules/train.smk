@@ -19,6 +19,8 @@ for _variant in ALL_VARIANTS:
             runtime=60 * 24,
         conda:
             CONDA_ENV
+        benchmark:
+            BENCHMARKS / f"train_{_variant}.tsv",
         log:
             LOGS / f"train_{_variant}.log",
         script:
