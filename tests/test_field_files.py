@@ -448,3 +448,17 @@ def test_export_error_types_cover_both_contracts(tmp_path):
     raw_file(tmp_path, units="psu")
     with pytest.raises(ExportError):
         export_only(tmp_path)
+
+
+def test_a_manifest_without_dates_takes_the_date_the_file_states(tmp_path):
+    # the one date rule holds for a hand-written manifest too: time coordinate (the 16th), not the name (15th)
+    from depthdif.export import read_manifest
+
+    write_layout_l(tmp_path / NAME)
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text(f"file,bytes,sha256,date\n{NAME},,,\n")
+    assert [job.date for job in read_manifest(manifest)] == [20100716]
+    (tmp_path / "undated.nc").write_bytes(b"not a netcdf file")
+    manifest.write_text("file,bytes,sha256,date\nundated.nc,,,\n")
+    with pytest.raises(ExportError, match=r"undated\.nc has no date"):
+        read_manifest(manifest)

@@ -62,8 +62,8 @@ from depthdif.cf import (
     to_celsius,
     where_of,
 )
+from depthdif.cf.dates import file_date
 from depthdif.errors import DepthDifError
-from depthdif.glorys import date_of_file
 from depthdif.paths import PathEscapeError, resolve_inside
 from depthdif.split import SPLIT_NAME
 from depthdif.tiling import TilingError, tile_fractions, tile_origins
@@ -191,15 +191,16 @@ def read_manifest(manifest_csv: Path) -> list[FileJob]:
 
 
 def _manifest_date(value, name: str, manifest_csv: Path) -> int:
-    """YYYYMMDD int from the manifest's date column, or from the file name if the column is empty."""
+    """YYYYMMDD int from the manifest's date column, or, if the column is empty, the date the file states
+    (``depthdif.cf.dates.file_date``: time coordinate, then attributes, then name — the one date rule)."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
-        date = date_of_file(name)
-        if date is None:
+        try:
+            return file_date(manifest_csv.parent / name)
+        except (FieldFileError, OSError) as err:
             raise ExportError(
-                f"manifest {manifest_csv}: file {name} has no date (empty date column, no _YYYYMM in the "
-                "name); rerun the download stage, which reads it from the file"
-            )
-        return date
+                f"manifest {manifest_csv}: file {name} has no date in the date column and none can be read "
+                f"from the file ({err}); rerun the download stage"
+            ) from None
     text = str(value).strip().replace("-", "")
     if text.endswith(".0"):
         text = text[:-2]

@@ -25,6 +25,7 @@ from depthdif.cf.axes import accepted_names, axis_roles, depth_below_surface_m, 
 from depthdif.cf.dates import date_of_dataset
 from depthdif.cf.decode import decode_values
 from depthdif.cf.errors import FieldFileError
+from depthdif.cf.fills import mask_declared
 from depthdif.cf.units import check_sea_water_temperature, is_temperature, to_celsius
 from depthdif.datasets import lon_midpoint
 from depthdif.errors import DepthDifError
@@ -233,8 +234,7 @@ def _celsius(raw: np.ndarray, attrs, where: str, fill_values: tuple[float, ...] 
         FieldFileError: units that are not a temperature, or values outside -3..45 °C once decoded.
     """
     values = decode_values(raw, attrs, where)
-    if fill_values:
-        values[np.isin(values, np.asarray(fill_values, dtype=values.dtype))] = np.nan
+    mask_declared(values, fill_values)
     celsius = to_celsius(values, attrs.get("units"), where)
     check_sea_water_temperature(celsius, where, how_to_declare=FILL_VALUE_HINT)
     return np.asarray(celsius, np.float64)

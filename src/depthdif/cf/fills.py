@@ -51,6 +51,22 @@ def constant_columns(data: np.ndarray, values: Sequence[float]) -> dict[float, n
     return found
 
 
+def mask_declared(data: np.ndarray, fill_values: Sequence[float]) -> np.ndarray:
+    """``data`` with every value equal to a declared fill set to NaN (in place); the declared values as float32.
+
+    Args:
+        data: float32 array of any shape, decoded, in the file's units.
+        fill_values: the values the user declared as no data.
+
+    Returns:
+        (float32) the declared values, for callers that go on checking the undeclared ones.
+    """
+    declared = np.asarray(list(fill_values), dtype=np.float32)
+    if declared.size:
+        data[np.isin(data, declared)] = np.nan
+    return declared
+
+
 EXPORT_HINT = "export.fill_values (an override file: `export: {{fill_values: [{value!r}]}}`)"
 
 
@@ -71,9 +87,7 @@ def apply_fill_values(data: np.ndarray, fill_values: Sequence[float], where: str
         FieldFileError: cells hold an undeclared common sentinel at every level or at the deepest two or
             more; names the file, the value(s), how many cells and how to declare it.
     """
-    declared = np.asarray(list(fill_values), dtype=np.float32)
-    if declared.size:
-        data[np.isin(data, declared)] = np.nan
+    declared = mask_declared(data, fill_values)
     undeclared = [v for v in COMMON_FILL_VALUES if not np.isin(np.float32(v), declared)]
     found = constant_columns(data, undeclared)
     if found:
