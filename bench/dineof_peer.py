@@ -43,7 +43,8 @@ from threadpoolctl import threadpool_limits
 from depthdif.baselines import baseline_params_from_config, dineof_fill, run_baseline
 from depthdif.config import deep_merge, load_config
 from depthdif.datasets import PatchDataset
-from depthdif.evaluate import gather_items, run_dineof, select_val_rows
+from depthdif.evaluate_baselines import run_dineof
+from depthdif.evaluate_passes import gather_items, select_val_rows
 from depthdif.metrics import ScoreAccumulator
 
 

@@ -56,7 +56,8 @@ def write_month(path: Path, shape: tuple[int, int], levels: int, complevel: int,
     """A CMEMS-layout thetao file, written level by level so memory stays at one level."""
     rng = np.random.default_rng(seed)
     ny, nx = shape
-    lat = np.linspace(-10.0, -10.0 + (ny - 1) / 12, ny, dtype=np.float32)
+    south = -10.0 if ny / 12 <= 95 else -80.0  # a global file (--scale 2) spans -80..90, as GLORYS12's does
+    lat = np.linspace(south, south + (ny - 1) / 12, ny, dtype=np.float32)
     lon = np.linspace(-180.0, -180.0 + (nx - 1) / 12, nx, dtype=np.float32)
     # seafloor depth (m): a third of the surface is land, the rest shelves down to ~5500 m
     bathymetry = 3000 * (smooth_noise(shape, 60, rng) + 0.45) + 400 * smooth_noise(shape, 8, rng)
@@ -83,6 +84,7 @@ def write_month(path: Path, shape: tuple[int, int], levels: int, complevel: int,
         for k in range(levels):
             depth = DEPTH_LEVELS_M[k]
             celsius = 2.0 + (surface - 2.0) * np.exp(-depth / 300.0) + 0.3 * eddies * np.exp(-depth / 1000.0)
+            celsius = np.maximum(celsius, -1.8)  # sea water freezes near -1.8 °C; polar rows would go below
             packed = np.round((celsius - THETAO_ADD_OFFSET) / THETAO_SCALE_FACTOR).astype(np.int16)
             packed[bathymetry < depth] = FILL_VALUE_INT16
             var[0, k] = packed

@@ -19,7 +19,13 @@ from compliance_checker.runner import CheckSuite, ComplianceChecker
 
 from depthdif import glorys
 from depthdif.config import load_config
-from depthdif.models.module import DepthDifModule, model_settings, num_target_bands, save_model
+from depthdif.models.module import (
+    DepthDifModule,
+    model_settings,
+    num_target_bands,
+    sampling_train_config,
+    save_model,
+)
 from depthdif.reconstruct import reconstruct_file, reconstruction_dataset, write_netcdf
 from depthdif.reconstruct_month import reconstruct_month
 from depthdif.sources.synthetic import write_synthetic_month
@@ -71,8 +77,7 @@ def untrained_module(config: dict, variant: str) -> DepthDifModule:
     config = load_config([TINY], {**config, "model": {**config["model"], "working_units": "observed_mean"}})
     depths = [glorys.DEPTH_LEVELS_M[i] for i in config["export"]["depth_indices"]]  # synthetic = real levels
     settings = model_settings(config, variant, depths)
-    training = {"val_samples": 1, "val_sampling_steps": 1}
-    return DepthDifModule(settings, training, num_target_bands(config, variant))
+    return DepthDifModule(settings, sampling_train_config(), num_target_bands(config, variant))
 
 
 def test_synthetic_month_passes_cf_1_8(tmp_path):

@@ -17,7 +17,7 @@ from depthdif.baselines.cokriging import (
     observation_features,
 )
 from depthdif.metrics import ScoreAccumulator
-from depthdif.normalization import Y_STD, temperature_normalize
+from depthdif.normalization import Y_STD, temperature_denormalize, temperature_normalize
 from depthdif.train import build_module, fit_first_guess
 
 SIZE = 16
@@ -257,3 +257,25 @@ def test_an_unfitted_first_guess_refuses_to_guess(tmp_path):
     module = build_module(tiny_config(tmp_path), "temp_v1")  # never trained: no statistics
     with pytest.raises(FirstGuessNotFitted, match="fitted from the training split"):
         module.sample(make_batch("temp_v1", batch_size=2, size=SIZE), 2, 2)
+
+
+def test_a_band_without_observations_takes_its_trained_level_not_the_normalisation_mean():
+    """Three bands at 20, 15 and 8 °C. A patch with no observation at all (no profile reached it) gets each
+    band's training level, not 16.6 °C (the normalisation's mean); a patch where only the top band is observed,
+    1 °C warmer than in training, gets the others 1 °C warmer than their training levels too."""
+    rng = np.random.default_rng(3)
+    levels_c = np.array([20.0, 15.0, 8.0])
+    fields = 0.3 * gaussian_fields(rng, 64, SIZE, scale_px=3.0, bands=3, coupling=0.5)
+    train = fields + (levels_c - 15.0)[None, :, None, None]  # batch_of adds 15 °C
+    estimator = fitted(train)
+    test = 0.3 * gaussian_fields(np.random.default_rng(4), 4, SIZE, scale_px=3.0, bands=3)
+    nothing = batch_of(test + (levels_c - 15.0)[None, :, None, None], 1.0, rng)
+    guess_c = temperature_denormalize(estimator(nothing).mean.double().numpy())
+    band_means = guess_c.mean(axis=(0, 2, 3))
+    np.testing.assert_allclose(band_means, levels_c, atol=0.1)
+
+    warmer = batch_of(test + (levels_c - 14.0)[None, :, None, None], 0.5, rng)
+    warmer["valid_mask"][:, 1:] = 0
+    warmer["x"] = warmer["y"] * warmer["valid_mask"]
+    guess_c = temperature_denormalize(estimator(warmer).mean.double().numpy())
+    np.testing.assert_allclose(guess_c.mean(axis=(0, 2, 3))[1:], levels_c[1:] + 1.0, atol=0.15)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from depthdif.config import section_defaults
 from depthdif.models.diffusion import (
     DiffusionConfigError,
     GaussianDiffusion,
@@ -13,7 +14,9 @@ from depthdif.models.diffusion import (
 )
 from depthdif.models.samplers import make_sampler, sample_loop
 
-MODEL = {"timesteps": 1000, "beta_schedule": "cosine", "parameterization": "x0", "loss_region": "hidden"}
+# the schema's model section, as a validated config has it
+MODEL = {**section_defaults("model"), "timesteps": 1000, "beta_schedule": "cosine", "parameterization": "x0",
+         "loss_region": "hidden", "timestep_spacing": "leading"}
 
 
 def test_config_maps_onto_diffusers_names_without_clipping():

@@ -24,7 +24,16 @@ from fakes import FakeCopernicusClient, write_cmems_month, write_credentials_fil
 
 from depthdif import glorys
 from depthdif.config import ConfigError, load_config
-from depthdif.download import MANIFEST_COLUMNS, DownloadError, run_download, sha256_of
+from depthdif.download import (
+    MANIFEST_COLUMNS,
+    DownloadError,
+    download_month,
+    download_settings,
+    gather_manifest,
+    run_download,
+    sha256_of,
+)
+from depthdif.layout import layout_of, month_tag
 from depthdif.sources import copernicus as cop
 
 USERNAME, PASSWORD = "jdoe-depthdif-user", "S3cr3t-Pa55-for-tests"
@@ -534,3 +543,44 @@ def test_toolbox_errors_get_a_hint_on_what_to_do(tmp_path, credentials, monkeypa
     monkeypatch.setattr(client, "get", offline_get)
     with pytest.raises(DownloadError, match="auth.marine.copernicus.eu: check the internet"):
         run_download(copernicus_config(tmp_path), client=client)
+
+
+# -- one job per month ------------------------------------------------------------------------------
+
+
+def test_a_month_job_reads_no_list_of_months_so_adding_one_changes_no_other_job(tmp_path):
+    two = make_config(tmp_path, kind="copernicus", years=[2010], months=[1, 2])
+    three = make_config(tmp_path, kind="copernicus", years=[2010, 2011], months=[1, 2, 3])
+    assert download_settings(two) == download_settings(three)
+    assert download_settings(two) == {"source": {"kind": "copernicus", "copernicus": two["source"]["copernicus"]},
+                                      "export": {"variable": "thetao"}}
+    synthetic = download_settings(make_config(tmp_path, kind="synthetic"))
+    assert set(synthetic["source"]) == {"kind", "synthetic"} and "export" not in synthetic
+
+
+def test_month_jobs_and_their_gather_write_what_the_whole_download_writes(tmp_path, synthetic_writer):
+    config = make_config(tmp_path, kind="synthetic", years=[2010, 2011], months=[12, 3])
+    whole = run_download(config).read_bytes()
+    layout = layout_of(make_config(tmp_path / "jobs", kind="synthetic"))
+    layout.raw_dir.mkdir(parents=True)
+    layout.manifest.write_text("file,bytes,sha256,date\nfrom-the-last-run.nc,1,x,20000115\n")
+    parts = []
+    for year, month in ((2011, 3), (2010, 12), (2010, 3), (2011, 12)):  # any order: the gather sorts
+        tag = month_tag(year, month)
+        parts.append(download_month(download_settings(config), year, month, layout.raw_dir,
+                                    layout.month_manifest(tag), layout.month_digests(tag), stale=[layout.manifest]))
+        assert not layout.manifest.exists()  # a month rerun makes the gathered manifest stale
+        assert len(pd.read_csv(parts[-1])) == 1
+    assert gather_manifest(parts, layout.manifest).read_bytes() == whole
+
+
+def test_a_local_month_job_refuses_a_file_dated_in_another_month(tmp_path):
+    local = tmp_path / "mine"
+    local.mkdir()
+    april = write_cmems_month(local / glorys.file_name(2015, 3), 2015, 4)  # its name says March
+    config = local_config(tmp_path, local)
+    layout = layout_of(config)
+    with pytest.raises(DownloadError, match=rf"{re.escape(glorys.file_name(2015, 3))} states the date 20150416"):
+        download_month(download_settings(config), 2015, 3, layout.raw_dir, layout.month_manifest("201503"),
+                       local_files=[april])
+    assert not layout.month_manifest("201503").exists()

@@ -25,6 +25,7 @@ from depthdif.models.module import (
     DepthDifModule,
     model_settings,
     num_target_bands,
+    sampling_train_config,
     save_model,
 )
 from depthdif.split import split_index
@@ -46,7 +47,7 @@ def tiny_data(tmp_path_factory):
 
 def checkpoint(config, variant, path, fit=True):
     depths = [DEPTH_LEVELS_M[i] for i in config["export"]["depth_indices"]]  # the synthetic files hold all 50
-    module = DepthDifModule(model_settings(config, variant, depths), {"val_samples": 1, "val_sampling_steps": 1},
+    module = DepthDifModule(model_settings(config, variant, depths), sampling_train_config(),
                             num_target_bands(config, variant))
     if module.residual and fit:  # an untrained network on a first guess fitted to the tiny training split
         variant_config = deep_merge(config, {"dataset": {"dataset_variant": variant}})

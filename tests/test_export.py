@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -15,8 +16,10 @@ import pytest
 import xarray as xr
 
 from depthdif.config import validate_config
-from depthdif.export import COLUMNS, ExportError, export_patches
+from depthdif.download import write_month_manifest
+from depthdif.export import COLUMNS, ExportError, export_month, export_patches, gather_index
 from depthdif.glorys import date_of_file
+from depthdif.layout import layout_of
 from depthdif.tiling import tile_fractions, tile_origins
 
 SAMPLE = Path(__file__).parent / "data" / "glorys12_nwmexico"
@@ -378,3 +381,40 @@ def test_files_with_different_depths_are_an_error(tmp_path):
     name = modified_copy(raw, lambda ds: ds.assign_coords(depth=ds["depth"] * 2))
     with pytest.raises(ExportError, match="do not share a depth axis"):
         export_patches(config_for(tmp_path), write_manifest(raw, [name, DEC]), workers=1)
+
+
+def test_months_exported_alone_and_gathered_give_the_whole_export(tmp_path):
+    raw, manifest = make_raw(tmp_path)
+    config = config_for(tmp_path)
+    whole = export_patches(config, manifest, out_dir=tmp_path / "whole", workers=1)
+    layout = layout_of(config)
+    split_csv = layout.split_index
+    split_csv.parent.mkdir(parents=True)
+    split_csv.write_text("from an earlier split\n")
+    for name in (NOV, DEC):
+        tag = name[-9:-3]
+        part = write_month_manifest(raw, {name: date_of_file(name)}, layout.month_manifest(tag))
+        export_month(config["export"], part, raw, layout.month_index(tag), layout.month_grid(tag),
+                     layout.patches_dir)
+    months = ("201012", "201011")  # any order: the gather sorts
+    index = gather_index([layout.month_index(m) for m in months], [layout.month_grid(m) for m in months],
+                         layout.patch_index, split_csv=split_csv)
+    assert index.read_bytes() == whole.read_bytes()
+    assert not split_csv.exists()
+    assert sorted(p.name for p in layout.npy_dir.iterdir()) == sorted(p.name for p in (whole.parent / "y_npy").iterdir())
+
+
+def test_the_gather_names_a_month_on_another_depth_axis(tmp_path):
+    raw, _ = make_raw(tmp_path, names=(DEC,))
+    other = modified_copy(raw, lambda ds: ds.assign_coords(depth=ds["depth"] * 2))
+    config = config_for(tmp_path)
+    layout = layout_of(config)
+    for name in (other, DEC):
+        tag = str(date_of_file(name) // 100)
+        part = write_month_manifest(raw, {name: date_of_file(name)}, layout.month_manifest(tag))
+        export_month(config["export"], part, raw, layout.month_index(tag), layout.month_grid(tag),
+                     layout.patches_dir)
+    tags = sorted(str(date_of_file(name) // 100) for name in (other, DEC))
+    with pytest.raises(ExportError, match=f"{re.escape(str(raw))}.*do not share a depth axis"):
+        gather_index([layout.month_index(t) for t in tags], [layout.month_grid(t) for t in tags], layout.patch_index)
+    assert not layout.patch_index.exists()

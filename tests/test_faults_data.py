@@ -33,6 +33,7 @@ from depthdif.config import validate_config
 from depthdif.datamodule import DepthDifDataModule
 from depthdif.datasets import PatchDataset, PatchFileError, PatchIndexError
 from depthdif.export import INDEX_NAME, NPY_DIR, ExportError, export_patches
+from depthdif.layout import RunLayout, month_tag
 from depthdif.split import SplitError, split_index
 from depthdif.tiling import tile_fractions, tile_origins
 
@@ -475,7 +476,11 @@ def test_end_to_end_data_run_leaves_only_finished_files_and_writes_each_index_la
     )
     raw_files = [raw / name for name in pd.read_csv(manifest)["file"]]
     npy_files = [patches / relative for relative in pd.read_csv(index_csv)["y_npy_path"]]
-    expected = {manifest, raw / ".sha256-cache.json", index_csv, split_csv, *raw_files, *npy_files}
+    layout = RunLayout(data, tmp_path / "results")
+    months = [month_tag(date // 10000, date // 100 % 100) for date in pd.read_csv(manifest)["date"]]
+    parts = [part for month in months for part in (layout.month_manifest(month), layout.month_digests(month),
+                                                   layout.month_index(month), layout.month_grid(month))]
+    expected = {manifest, index_csv, split_csv, *raw_files, *npy_files, *parts}
     written = {p for p in tmp_path.rglob("*") if p.is_file()}
     assert temp_files(tmp_path) == []
     assert written == expected  # every file is a contract output, listed where it should be

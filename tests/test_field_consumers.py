@@ -237,7 +237,7 @@ def five_level_model(tmp_path_factory):
 def test_checkpoint_records_the_depths_of_the_training_files(five_level_model):
     path, _, _ = five_level_model
     payload = torch.load(path, weights_only=True)
-    assert payload["format_version"] == 3
+    assert payload["format_version"] == 4
     assert payload["config"]["export"]["depth_values_m"] == pytest.approx(FIVE_LEVELS[:4], rel=1e-6)
 
 

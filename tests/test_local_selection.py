@@ -18,6 +18,7 @@ from fakes import write_cmems_month
 from depthdif import glorys
 from depthdif.config import load_config
 from depthdif.download import DownloadError, run_download
+from depthdif.sources.local import local_months
 
 FILES = {glorys.file_name(2010, 1): (2010, 1), glorys.file_name(2010, 2): (2010, 2),
          glorys.file_name(2015, 3): (2015, 3), "no_date_in_the_name.nc": (2015, 7)}
@@ -87,3 +88,18 @@ def test_a_new_selection_removes_the_links_of_files_it_leaves_out(tmp_path, loca
     manifest = download(tmp_path, local_dir, [2015], months=[3])
     assert list(manifest["file"]) == [glorys.file_name(2015, 3)]
     assert raw_names(tmp_path) == {glorys.file_name(2015, 3), unrelated.name}
+
+
+def test_planning_groups_the_selected_files_by_the_month_they_state(local_dir):
+    months = local_months(local_dir, [(2010, 1), (2010, 2), (2015, 7)])
+    assert months == {"201001": [local_dir / glorys.file_name(2010, 1)],
+                      "201002": [local_dir / glorys.file_name(2010, 2)],
+                      "201507": [local_dir / "no_date_in_the_name.nc"]}
+
+
+def test_planning_names_every_file_without_a_readable_date(local_dir):
+    (local_dir / "broken.nc").write_bytes(b"not a netcdf file")
+    (local_dir / "also_broken.nc").write_bytes(b"")
+    with pytest.raises(DownloadError, match="2 of 6 files") as info:
+        local_months(local_dir, None)
+    assert "broken.nc" in str(info.value) and "also_broken.nc" in str(info.value)

@@ -171,7 +171,7 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path, variant):
     save_model(module, module.state_dict(), path)
 
     payload = torch.load(path, weights_only=True)
-    assert payload["variant"] == variant and payload["format_version"] == FORMAT_VERSION == 3
+    assert payload["variant"] == variant and payload["format_version"] == FORMAT_VERSION == 4
     assert payload["num_bands"] == module.num_bands
     assert payload["config"]["model"]["dim"] == 8
 
@@ -285,3 +285,35 @@ def test_working_units_are_anomalies_in_anomaly_scale():
     plain = _module("eo_4band", model={"center_on_observations": False, "working_units": "observed_mean"})
     work, offset, scale = plain.to_working_units(batch)
     assert scale == 1.0 and torch.equal(work["y"], batch["y"]) and not offset.any()
+
+
+def test_residual_loss_weights_count_each_patch_alike_or_each_pixel_alike():
+    """celsius: the posterior variance itself; patch: a densely observed patch (small sigma) weighs as much in
+    total as a sparse one; residual: every counted pixel 1. Exactly known pixels (sigma 0) never count."""
+    from depthdif.models.module import residual_loss_weight
+
+    sigma2 = torch.zeros(2, 1, 4, 4)
+    sigma2[0, 0, :2] = 0.01  # dense patch: small posterior variance, 8 pixels
+    sigma2[1, 0, :2] = 0.5  # sparse patch
+    region = torch.ones_like(sigma2)
+    assert torch.equal(residual_loss_weight(sigma2, region, "celsius"), sigma2)
+    per_patch = residual_loss_weight(sigma2, region, "patch")
+    assert torch.allclose(per_patch.sum((1, 2, 3)), torch.tensor([8.0, 8.0]))
+    assert torch.equal(residual_loss_weight(sigma2, region, "residual"), (sigma2 > 0).float())
+    assert float(per_patch[:, :, 2:].abs().sum()) == 0.0
+
+
+def test_inference_device_follows_train_accelerator():
+    """auto falls back to the CPU here; a GPU asked for on a machine without one is a clear error, not a silent
+    CPU run; a batch already on the device is the same dict (the first-guess cache lives on it)."""
+    from depthdif.inference import DeviceError, inference_device, on_device
+
+    assert inference_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert inference_device("auto").type in ("cpu", "mps")
+        with pytest.raises(DeviceError, match="train.accelerator.*no CUDA GPU"):
+            inference_device("gpu")
+    with pytest.raises(DeviceError, match="not one of"):
+        inference_device("tpu")
+    batch = {"x": torch.zeros(2, 1, 4, 4), "date": [1, 2]}
+    assert on_device(batch, torch.device("cpu")) is batch

@@ -12,7 +12,13 @@ from batch_factory import TinyDataModule
 from depthdif import cli
 from depthdif.config import load_config
 from depthdif.glorys import DEPTH_LEVELS_M
-from depthdif.models.module import DepthDifModule, model_settings, num_target_bands, save_model
+from depthdif.models.module import (
+    DepthDifModule,
+    model_settings,
+    num_target_bands,
+    sampling_train_config,
+    save_model,
+)
 from depthdif.reconstruct import ReconstructionError, reconstruct_file
 from depthdif.train import fit_first_guess
 
@@ -23,7 +29,7 @@ def untrained_checkpoint(tmp_path: Path, variant: str) -> Path:
     config = load_config([], {"export": {"depth_indices": [0, 7, 14, 21], "patch_size": 32, "stride": 32},
                               "dataset": {"temp_v1_band": 3}, "model": {"dim": 8, "dim_mults": [1, 2]}})
     depths = [DEPTH_LEVELS_M[i] for i in config["export"]["depth_indices"]]  # the real sample's levels
-    module = DepthDifModule(model_settings(config, variant, depths), {"val_samples": 1, "val_sampling_steps": 1},
+    module = DepthDifModule(model_settings(config, variant, depths), sampling_train_config(),
                             num_target_bands(config, variant))
     # an untrained network on a first guess fitted to small synthetic patches of the model's size
     fit_first_guess(module, TinyDataModule(variant, train_size=32, batch_size=16, size=32), config)

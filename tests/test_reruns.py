@@ -1,8 +1,10 @@
 """Reruns: an unchanged rerun does nothing; a changed config value reruns exactly the stages downstream of it.
 
-Each rule passes its config section as ``params``, so Snakemake's ``params`` rerun trigger (on by default)
-sees the change; everything downstream reruns because its input is about to be regenerated. The table in
-docs/hpc.md ("Which config changes rerun what") is the same as CHANGES below.
+Each rule passes the config it reads as ``params``, so Snakemake's ``params`` rerun trigger (on by default)
+sees the change; everything downstream reruns because its input is about to be regenerated. The download and
+the export are one job per month (``download_month``, ``export_month``) gathered by ``download`` and
+``export``: a month added reruns that month's jobs and the gathers, a month removed only the gathers. The
+table in docs/hpc.md ("Which config changes rerun what") is the same as CHANGES below.
 """
 
 from __future__ import annotations
@@ -24,23 +26,33 @@ from depthdif import glorys
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
-DATA_RULES = {"download", "export", "split"}
+MONTH_RULES = {"download_month", "export_month"}
+GATHER_RULES = {"download", "export", "split"}
+DATA_RULES = MONTH_RULES | GATHER_RULES
 MODEL_RULES = {"train_temp_v1", "train_eo_4band", "evaluate_temp_v1", "evaluate_eo_4band"}
+BASELINE_RULES = {"baselines_temp_v1", "baselines_eo_4band"}
 NOTHING_TO_DO = "Nothing to be done"
 
 # (config change, rules a dry run of the data targets plans afterwards)
 CHANGES = [
     ({"split": {"seed": 7}}, {"split"}),
-    ({"export": {"patch_size": 32}}, {"export", "split"}),
-    ({"source": {"months": [1]}}, {"download", "export", "split"}),
+    ({"export": {"patch_size": 32}}, {"export_month", "export", "split"}),
+    ({"export": {"workers": 1}}, set()),  # the processes of the CLI's export; a month's job is one process
+    ({"source": {"months": [1, 4, 7]}}, DATA_RULES),  # the new months' jobs only: see the test below
+    ({"source": {"months": [1]}}, GATHER_RULES),  # months removed: nothing to fetch or cut, gathered again
     ({"dataset": {"mask_fraction": 0.5}}, set()),  # only the model stages read it: see the slow test
 ]
 TRAIN_RULES = {"train_temp_v1", "train_eo_4band"}
 # (config change, rules a dry run of the whole DAG must plan, rules it must not) once everything has run.
 # Not an exact set: later evaluation rules that read the same sections rerun too, and that is right.
 MODEL_CHANGES = [
-    ({"dataset": {"mask_fraction": 0.5}}, MODEL_RULES, DATA_RULES),
-    ({"evaluate": {"ensemble_size": 3}}, MODEL_RULES - TRAIN_RULES, DATA_RULES | TRAIN_RULES),
+    # a model-only change (training, the network, the model's sampling) reruns no baseline and no data stage
+    ({"dataset": {"mask_fraction": 0.5}}, MODEL_RULES, DATA_RULES | BASELINE_RULES),
+    ({"model": {"dim": 16}}, MODEL_RULES, DATA_RULES | BASELINE_RULES),
+    ({"train": {"max_steps": 7}}, MODEL_RULES, DATA_RULES | BASELINE_RULES),
+    ({"evaluate": {"ensemble_size": 3}}, MODEL_RULES - TRAIN_RULES, DATA_RULES | TRAIN_RULES | BASELINE_RULES),
+    # a baseline setting reruns the baselines and the evaluations that score them, not the models
+    ({"evaluate": {"dineof_max_modes": 5}}, BASELINE_RULES | MODEL_RULES - TRAIN_RULES, DATA_RULES | TRAIN_RULES),
 ]
 
 
@@ -68,16 +80,27 @@ def snakemake(workdir: Path, *args: str, change: dict | None = None, timeout: in
     return output
 
 
-def planned_rules(dry_run_output: str) -> set[str]:
-    """Rules listed in the first 'Job stats' table of a dry run (empty when there is nothing to do).
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count of the first 'Job stats' table of a dry run (empty when there is nothing to do).
 
     The target pseudo-rule ``all`` (no outputs, listed whenever anything below it runs) is left out.
     """
     if NOTHING_TO_DO in dry_run_output:
-        return set()
+        return {}
     table = re.search(r"Job stats:\njob\s+count\n[-\s]+\n(.*?)\ntotal\s+\d+", dry_run_output, re.DOTALL)
     assert table, f"no 'Job stats' table in the dry run:\n{dry_run_output[-3000:]}"
-    return {line.split()[0] for line in table.group(1).splitlines()} - {"all"}
+    counts = dict(line.split() for line in table.group(1).splitlines())
+    return {rule: int(count) for rule, count in counts.items() if rule != "all"}
+
+
+def planned_rules(dry_run_output: str) -> set[str]:
+    """The rules of ``planned_jobs``."""
+    return set(planned_jobs(dry_run_output))
+
+
+def planned_months(dry_run_output: str) -> set[str]:
+    """The ``month`` wildcard of every per-month job a dry run plans."""
+    return set(re.findall(r"^\s+wildcards: month=(\d{6})$", dry_run_output, re.MULTILINE))
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +127,29 @@ def test_mtime_trigger_alone_ignores_config_changes(data_built):
     assert NOTHING_TO_DO in output
 
 
+ONE_YEAR = {"source": {"years": [2010], "months": [1, 7]}}
+ONE_MORE_MONTH = {"source": {"years": [2010], "months": [1, 4, 7]}}
+
+
+def test_a_month_added_to_a_finished_run_runs_only_that_month_then_the_gathers(tmp_path):
+    snakemake(tmp_path, "split", change=ONE_YEAR)
+    patches = tmp_path / "data" / "patches"
+    before = {p.name: p.stat().st_mtime_ns for p in (patches / "y_npy").iterdir()}
+
+    plan = snakemake(tmp_path, "-n", "split", change=ONE_MORE_MONTH)
+    assert planned_jobs(plan) == {"download_month": 1, "export_month": 1, "download": 1, "export": 1, "split": 1}
+    assert planned_months(plan) == {"201004"}
+
+    snakemake(tmp_path, "split", change=ONE_MORE_MONTH)
+    assert NOTHING_TO_DO in snakemake(tmp_path, "-n", "split", change=ONE_MORE_MONTH)
+    manifest = pd.read_csv(tmp_path / "data" / "raw" / "manifest.csv")
+    assert list(manifest["file"]) == [glorys.file_name(2010, month) for month in (1, 4, 7)]
+    split = pd.read_csv(patches / "patch_index_split.csv")
+    assert {s[:6] for s in split["sample_id"]} == {"201001", "201004", "201007"}
+    after = {p.name: p.stat().st_mtime_ns for p in (patches / "y_npy").iterdir()}
+    assert {name: after[name] for name in before} == before  # the other months' patches were not rewritten
+
+
 @pytest.fixture(scope="module")
 def dag_built(tmp_path_factory) -> Path:
     """A working directory where the whole default DAG (`all`) has run once; shared by the slow tests."""
@@ -119,13 +165,16 @@ def test_unchanged_rerun_of_the_whole_dag_does_nothing(dag_built):
 
 @pytest.mark.slow
 def test_every_job_of_the_dag_leaves_a_benchmark(dag_built):
-    # one TSV per rule that ran (Snakemake's `benchmark:`): the per-rule times the README reports come from these
-    logs = {p.stem for p in (dag_built / "logs").glob("*.log")}
-    assert {"download", "export", "split", "train_temp_v1", "evaluate_temp_v1"} <= logs
-    for rule in logs:
-        table = pd.read_csv(dag_built / "logs" / "benchmarks" / f"{rule}.tsv", sep="\t")
-        assert {"s", "max_rss", "cpu_time"} <= set(table.columns), rule
-        assert table["s"].iloc[0] > 0, rule
+    # one TSV per job that ran (Snakemake's `benchmark:`): the per-rule times the README reports come from
+    # these; a per-month job's log and benchmark are <rule>/<month>.log and .tsv
+    root = dag_built / "logs"
+    jobs = {p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.log")}
+    assert {"download", "export", "split", "train_temp_v1", "evaluate_temp_v1"} <= jobs
+    assert {"download_month/201001", "export_month/201107"} <= jobs
+    for job in jobs:
+        table = pd.read_csv(root / "benchmarks" / f"{job}.tsv", sep="\t")
+        assert {"s", "max_rss", "cpu_time"} <= set(table.columns), job
+        assert table["s"].iloc[0] > 0, job
 
 
 @pytest.mark.slow
@@ -177,9 +226,14 @@ def local_built(tmp_path) -> tuple[Path, Path, dict]:
     return workdir, local_dir, change
 
 
-def rerun_data_stages(workdir: Path, change: dict) -> None:
-    """A dry run plans exactly the data stages; then they run."""
-    assert planned_rules(snakemake(workdir, "-n", "split", change=change)) == DATA_RULES
+def rerun_data_stages(workdir: Path, change: dict, months: set[str]) -> None:
+    """A dry run plans the per-month jobs of ``months`` only (none: only the gathers), the gathers and split;
+    then they run."""
+    plan = snakemake(workdir, "-n", "split", change=change)
+    expected = {**dict.fromkeys(MONTH_RULES, len(months)), **dict.fromkeys(GATHER_RULES, 1)} if months else \
+        dict.fromkeys(GATHER_RULES, 1)
+    assert planned_jobs(plan) == expected
+    assert planned_months(plan) == months
     snakemake(workdir, "split", change=change)
     assert NOTHING_TO_DO in snakemake(workdir, "-n", "split", change=change)
 
@@ -194,7 +248,7 @@ def test_a_replaced_local_file_is_exported_again(local_built, older_mtime):
         ds["thetao"][:] = ds["thetao"][:] + 1.0
     if older_mtime:  # e.g. `cp -p` / `rsync -a` of a reprocessed file: the mtime trigger alone misses it
         os.utime(path, ns=(mtime - DAY_NS, mtime - DAY_NS))
-    rerun_data_stages(workdir, change)
+    rerun_data_stages(workdir, change, {"201002"})
     after = exported(workdir)
     assert after.keys() == before.keys()
     for sample_id, patch in before.items():
@@ -207,7 +261,7 @@ def test_an_added_local_file_gets_its_patches(local_built):
     workdir, local_dir, change = local_built
     before = exported(workdir)
     write_local_month(local_dir / glorys.file_name(2010, 4), 4)
-    rerun_data_stages(workdir, change)
+    rerun_data_stages(workdir, change, {"201004"})
     added = set(exported(workdir)) - set(before)
     assert added and all(s.startswith("201004_") for s in added)
     split = pd.read_csv(workdir / "data" / "patches" / "patch_index_split.csv")
@@ -218,9 +272,31 @@ def test_a_removed_local_file_loses_its_patches(local_built):
     workdir, local_dir, change = local_built
     before = exported(workdir)
     (local_dir / glorys.file_name(2010, 3)).unlink()
-    rerun_data_stages(workdir, change)
+    rerun_data_stages(workdir, change, set())
     after = exported(workdir)
     assert set(after) == {s for s in before if not s.startswith("201003_")}
     manifest = pd.read_csv(workdir / "data" / "raw" / "manifest.csv")
     assert glorys.file_name(2010, 3) not in set(manifest["file"])
     assert not (workdir / "data" / "raw" / glorys.file_name(2010, 3)).is_symlink()  # its link went too
+
+
+def test_a_failed_month_is_retried_alone(tmp_path):
+    local_dir = tmp_path / "local"
+    local_dir.mkdir()
+    for month in LOCAL_MONTHS:
+        write_local_month(local_dir / glorys.file_name(2010, month), month)
+    bad = write_local_month(local_dir / glorys.file_name(2010, 4), 4)
+    with netCDF4.Dataset(bad, "a") as ds:
+        ds["thetao"].units = "m"  # dated (planning reads only that) but not a temperature: its month fails
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    change = local_source(local_dir)
+    with pytest.raises(AssertionError, match="At least one job did not complete"):
+        snakemake(workdir, "split", "--keep-going", change=change)
+    assert str(bad) in (workdir / "logs" / "download_month" / "201004.log").read_text()  # the job's error
+    assert (workdir / "data" / "patches" / "months" / "201003.csv").is_file()  # the other months finished
+
+    with netCDF4.Dataset(bad, "a") as ds:
+        ds["thetao"].units = "degrees_C"
+    rerun_data_stages(workdir, change, {"201004"})
+    assert {s[:6] for s in exported(workdir)} == {"201001", "201002", "201003", "201004"}

@@ -111,6 +111,11 @@ def snakemake_command(workdir: Path, *args: str, timeout_s: int) -> list[str]:
     ]
 
 
+def rule_of(slurm_log: str) -> str:
+    """The rule of a job from its SLURM log path (``.../rule_<name>/[<wildcards>/]<jobid>.log``)."""
+    return next(part for part in Path(slurm_log).parts if part.startswith("rule_")).removeprefix("rule_")
+
+
 def show_job(job_id: str) -> str:
     """`scontrol show job`: empty once the controller has forgotten the job (MinJobAge after it ended)."""
     result = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, timeout=30)
@@ -160,11 +165,15 @@ def test_dag_runs_through_sbatch_and_matches_a_local_run(tmp_path, cluster, targ
     cluster_rules = {rule for local_flag, rule in headers if not local_flag}
     local_rules = {rule for local_flag, rule in headers if local_flag}
     submitted = SUBMITTED.findall(slurm_log)
-    submitted_rules = {Path(log).parent.name.removeprefix("rule_") for _, log in submitted}
-    assert "export" in cluster_rules, slurm_log[-3000:]
-    assert "download" in local_rules  # compute nodes often have no internet
+    submitted_rules = {rule_of(log) for _, log in submitted}
+    # a synthetic month is computed, so its download is a job too; Copernicus downloads stay local
+    assert {"download_month", "export_month"} <= cluster_rules, slurm_log[-3000:]
+    assert {"download", "export", "split"} <= local_rules  # the gathers take seconds
     assert submitted_rules == cluster_rules
     assert len(submitted) == sum(1 for local_flag, _ in headers if not local_flag)  # one sbatch per cluster job
+    # one sbatch job per month: the executor files a job with wildcards under rule_<name>/<wildcards>/
+    exported_months = [Path(log).parent.name for _, log in submitted if rule_of(log) == "export_month"]
+    assert sorted(exported_months) == ["201001", "201007", "201101", "201107"]  # tests/configs/tiny.yaml
 
     for job_id, log in submitted:
         log_path = Path(log)
@@ -173,7 +182,7 @@ def test_dag_runs_through_sbatch_and_matches_a_local_run(tmp_path, cluster, targ
         assert "Finished jobid" in log_path.read_text(), log_path.read_text()[-3000:]
         details = show_job(job_id)
         assert job_state(details) in ("COMPLETED", None), details
-        if log_path.parent.name.startswith("rule_train_") and cluster.gpus and details:
+        if rule_of(log).startswith("train_") and cluster.gpus and details:
             assert "TresPerJob=gres:gpu:" in details  # the profile's GPU request reached SLURM
     assert any(job_state(show_job(job_id)) == "COMPLETED" for job_id, _ in submitted), "no job known to SLURM"
 

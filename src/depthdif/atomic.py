@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -36,16 +36,27 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         raise
 
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
+def remove_stale_temps(folder: str | Path, stems: Iterable[str] | None = None) -> list[Path]:
     """Delete temporary files that a killed run left in ``folder`` (the names atomic_path gives them).
 
     Called by each stage before it writes into a folder, so a SIGKILL (which skips the cleanup in
     atomic_path) never leaves clutter that lingers across reruns.
+
+    Args:
+        folder: where to look.
+        stems: only the temporary files of these targets (``x`` for ``x.nc``); None: every one. A per-month
+            job passes its own files' stems: the jobs of other months may be writing into the same folder.
+
+    Returns:
+        the files deleted.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return []
     stale = [p for p in folder.glob(".*.tmp*") if p.is_file() and ".tmp" in p.name]
+    if stems is not None:
+        prefixes = tuple(f".{stem}." for stem in stems)
+        stale = [p for p in stale if p.name.startswith(prefixes)]
     for path in stale:
         path.unlink(missing_ok=True)
     return stale

@@ -90,9 +90,9 @@ def cmd_download(config: dict, args: argparse.Namespace) -> None:
 
 def cmd_export(config: dict, args: argparse.Namespace) -> None:
     from depthdif.export import export_patches
+    from depthdif.layout import layout_of
 
-    manifest = Path(config["data_dir"]) / "raw" / "manifest.csv"
-    print(export_patches(config, manifest, workers=args.workers))
+    print(export_patches(config, layout_of(config).manifest, workers=args.workers))
 
 
 def cmd_split(config: dict, args: argparse.Namespace) -> None:
@@ -128,6 +128,8 @@ def cmd_reconstruct(config: None, args: argparse.Namespace) -> None:
             date=args.date,
             seed=args.seed,
             fill_values=tuple(args.fill_value),
+            grid=args.grid,
+            device=args.device,
         )
     )
 
@@ -215,18 +217,27 @@ def build_parser() -> argparse.ArgumentParser:
         add(name, func, text).add_argument("variant", choices=["temp_v1", "eo_4band"])
     # no -c/--set: the model's settings (network, bands, depths, first guess) are those stored in model.ckpt,
     # and the sampling options below are the only ones a run chooses
-    rec = add("reconstruct", cmd_reconstruct, "apply a trained model to a NetCDF of sparse observations",
+    rec = add("reconstruct", cmd_reconstruct, "apply a trained model to sparse observations (gridded or profiles)",
               config=False)
     rec.add_argument("checkpoint", type=Path, help="model.ckpt written by training")
     rec.add_argument("observations", type=Path,
-                     help="NetCDF with thetao (or another sea temperature) on (depth,) latitude, longitude, NaN "
-                          "or its fill value where unobserved, and an ocean_mask variable (1 = ocean, 0 = land) "
-                          "for temp_v1")
+                     help="either a gridded NetCDF with thetao (or another sea temperature) on (depth,) latitude, "
+                          "longitude, NaN or its fill value where unobserved, and an ocean_mask variable (1 = "
+                          "ocean, 0 = land) for temp_v1; or profiles: a NetCDF of N_PROF x N_LEVELS (Argo, EN4: "
+                          "LATITUDE, LONGITUDE, JULD, TEMP on DEPTH or PRES) or a .csv with one row per level "
+                          "(latitude, longitude, time, depth or pressure, temperature), binned onto --grid")
     rec.add_argument("output", type=Path, help="NetCDF to write")
-    rec.add_argument("--surface", type=Path, help="NetCDF of the surface (EO) field, for eo_4band")
+    rec.add_argument("--surface", type=Path,
+                     help="NetCDF of the surface (EO) field, for eo_4band (for profiles also the grid, without --grid)")
+    rec.add_argument("--grid", type=Path,
+                     help="profiles only: NetCDF whose latitude/longitude grid the profiles are binned onto, with an "
+                          "ocean_mask or a temperature field whose NaN is land (e.g. a GLORYS12 month or "
+                          "results/<variant>/eval/reconstruction.nc); default: --surface")
     rec.add_argument("--ensemble-size", type=positive_int, default=8,
                      help="members averaged into the mean; their spread is the std (default: %(default)s)")
     rec.add_argument("--steps", type=positive_int, default=25, help="sampling steps per member (default: %(default)s)")
+    rec.add_argument("--device", choices=["auto", "gpu", "cuda", "mps", "cpu"], default="auto",
+                     help="where to sample: auto = a GPU if torch sees one, else the CPU (default: %(default)s)")
     rec.add_argument("--seed", type=int, default=0,
                      help="seed of the sampler's noise: the same inputs and seed give the same output "
                           "(default: %(default)s)")

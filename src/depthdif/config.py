@@ -39,6 +39,17 @@ def deep_merge(base: Mapping, override: Mapping) -> dict:
     return merged
 
 
+def section_defaults(section: str) -> dict:
+    """The schema's default of every key of one top-level section (e.g. ``model``).
+
+    Used where settings come from somewhere other than a validated config: a ``model.ckpt`` written before a key
+    existed stores the model section without it, and the key then means what the schema says (the schema stays
+    the only source of defaults; nothing reads ``.get(key, default)``).
+    """
+    properties = load_schema()["properties"][section]["properties"]
+    return {name: copy.deepcopy(sub["default"]) for name, sub in properties.items() if "default" in sub}
+
+
 def _with_defaults(validator_class):
     """A validator that fills schema defaults in place (as snakemake.utils.validate(set_default=True))."""
     validate_properties = validator_class.VALIDATORS["properties"]
@@ -155,3 +166,27 @@ def months_of(config: Mapping) -> list[tuple[int, int]]:
 
 def get_path(config: Mapping, *parts: str, root: str = "data_dir") -> Path:
     return Path(config[root]).joinpath(*parts)
+
+
+def config_subset(config: Mapping, reads: Mapping[str, Iterable[str] | None]) -> dict:
+    """The part of ``config`` a stage reads, for its rule's ``params`` and for the stage itself.
+
+    A rule passes this as ``params`` (Snakemake reruns a job whose params changed) and its script hands the
+    stage exactly this dict, so a stage that reads a key its params do not carry fails at once instead of
+    missing the reruns that key should trigger.
+
+    Args:
+        config: the validated run config.
+        reads: top-level key -> None (all of it) or the keys of that section the stage reads.
+
+    Returns:
+        A new dict holding copies of those keys.
+
+    Raises:
+        KeyError: ``reads`` names a key the config does not have.
+    """
+    subset: dict = {}
+    for key, keys in reads.items():
+        value = config[key]
+        subset[key] = copy.deepcopy(value) if keys is None else {name: copy.deepcopy(value[name]) for name in keys}
+    return subset

@@ -381,7 +381,10 @@ class PatchDataset(Dataset):
             raise PatchIndexError(f"unknown dataset variant '{self.variant}'; use one of {VARIANTS}")
         self.split = split
         self.train = split == "train"
-        self.mask_fraction = float(options["mask_fraction"] if mask_fraction is None else mask_fraction)
+        if mask_fraction is not None:
+            self.mask_fraction = float(mask_fraction)
+        else:  # a profiles-only set draws no rectangles: the evaluation's baselines build it without this key
+            self.mask_fraction = float(options["mask_fraction"]) if profile_density is None else 0.0
         if not 0.0 <= self.mask_fraction <= 1.0:
             raise PatchIndexError(f"mask fraction {self.mask_fraction} is outside [0, 1]")
         listed = options.get("train_mask_fractions") if mask_fraction is None else None
@@ -401,8 +404,8 @@ class PatchDataset(Dataset):
         self.eo_dropout = float(options["eo_dropout_prob"]) if self.train else 0.0
         self.return_coords, self.return_info = options["return_coords"], options["return_info"]
         self.first_guess = options["first_guess"]
-        self.length_scale_px = float(config.get("evaluate", {}).get("oi_length_scale_px", 6.0))
-        self.mask_reuse = int(options.get("train_mask_reuse", 0))
+        self.length_scale_px = float(config["evaluate"]["oi_length_scale_px"])
+        self.mask_reuse = int(options["train_mask_reuse"]) if self.train else 0  # val masks are never reused
         self.temp_v1_band = int(options["temp_v1_band"])
 
         frame = self._select(index, config, split)
@@ -426,8 +429,11 @@ class PatchDataset(Dataset):
         options = config["dataset"]
         self.observations = str(options["observations"])
         argo = float(options["profiles_per_deg2_month"])
-        factors = options["train_profile_density_factors"] or config["evaluate"]["profile_density_factors"]
-        self.profile_densities = [argo * float(f) for f in factors] if self.train else [argo]
+        if self.train:
+            factors = options["train_profile_density_factors"] or config["evaluate"]["profile_density_factors"]
+            self.profile_densities = [argo * float(f) for f in factors]
+        else:  # validation draws at one density: the training factors are not read
+            self.profile_densities = [argo]
         if mask_fraction is not None and profile_density is not None:
             raise PatchIndexError("PatchDataset takes mask_fraction (rectangles) or profile_density "
                                   "(profiles), not both")

@@ -1,10 +1,14 @@
 """The evaluation protocol: the model and every baseline on the same hidden ocean pixels of the val split.
 
 For each occlusion level the val patches get masks fixed by seed (the val dataset is deterministic), so
-every method sees the same observations. Scores are pooled over hidden ocean pixels, in °C, per band
+every method sees the same observations. The baselines' predictions come from the file of rule
+``baselines_{variant}`` (depthdif.evaluate_baselines), checked against the items rebuilt here, or, without
+the file, are computed in place by the same code; the model and its own first guess and conditional mean
+are run here (they depend on the model). Scores are pooled over hidden ocean pixels, in °C, per band
 (see depthdif.metrics). Outputs: metrics.csv (contract columns + spread + the spectral scores of
 depthdif.spectra), metrics.json (headline summary), spectra.csv (per-wavenumber power spectra),
-figures/*.png and reconstruction.nc (one val month rebuilt over the whole exported region).
+ddim_steps.csv (RMSE against sampling steps), figures/*.png and reconstruction.nc (one val month rebuilt
+over the whole exported region); their names come from depthdif.layout.EvalFiles.
 
 With ``dataset.observations`` ``profiles`` or ``both`` an observing-system experiment follows the occlusion
 levels: the same protocol with vertical profiles at ``evaluate.profile_density_factors`` times the Argo
@@ -23,34 +27,42 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from depthdif.atomic import atomic_to_csv, atomic_write_text
-from depthdif.baselines import (
-    BaselineUnavailable,
-    baseline_params_from_config,
-    climatology,
-    climatology_history,
-    dineof_fill,
-    load_history,
-    run_baseline,
+from depthdif.evaluate_baselines import (
+    InlineBaselines,
+    StoredBaselines,
+    baseline_context,
+    read_val_selection,
+    score_baselines,
 )
-from depthdif.config import deep_merge
+from depthdif.evaluate_passes import (
+    CLEAN_SURFACE,
+    OCCLUSION,
+    PROFILES,
+    EvalItems,
+    EvalPass,
+    evaluation_passes,
+    figure_fraction,
+    items_config,
+    pass_items,
+    select_val_rows,  # noqa: F401 (its home until the evaluation became several modules)
+    target_depths,
+)
 from depthdif.inference import conditional_mean_celsius, first_guess_celsius, same_levels, sample_celsius
+from depthdif.layout import EvalFiles
 from depthdif.metrics import ScoreAccumulator, bootstrap_rmse_ratio
-from depthdif.normalization import temperature_denormalize
 from depthdif.spectra import merge_spectral_scores, scores_from_table, spectral_table
 
 log = logging.getLogger(__name__)
 
-PER_PATCH_BASELINES = ("mean_fill", "nearest", "linear", "idw", "biharmonic", "oi")
 ENSEMBLE_MEAN, SINGLE_SAMPLE = "diffusion_ens_mean", "diffusion_sample"
 CONDITIONAL_MEAN = "diffusion_cond_mean"  # the network's x0 estimate from pure noise (no sampling noise)
 COKRIGING = "cokriging"  # the model's trained first guess, scored as a Gaussian posterior
@@ -63,33 +75,6 @@ BOOTSTRAP_RESAMPLES = 2000  # location resamples per ratio interval in metrics.j
 # metrics.csv columns after the contract, spread and spectral ones: which observing system a row scores
 OBSERVING_COLUMNS = ("observations", "profile_density_factor", "profiles_per_deg2_month", "n_observed",
                      "n_patches_unobserved")
-
-
-@dataclass
-class EvalItems:
-    """The val patches of one occlusion level as °C arrays; NaN on land, obs NaN where hidden."""
-
-    truth: np.ndarray  # (P, C, H, W)
-    observed: np.ndarray  # (P, C, H, W)
-    ocean: np.ndarray  # (P, C, H, W) bool
-    eo: np.ndarray | None  # (P, H, W) °C
-    sample_ids: list[str]
-    batches: list[dict] = field(repr=False, default_factory=list)
-    locations: list[tuple[int, int]] = field(default_factory=list)  # (y0, x0) of each patch: the bootstrap unit
-    # (P, C) bool: the bands of each patch that are scored; None = all. Profile levels leave out a band that
-    # no profile reached: no per-patch baseline can fill it, and scoring only some methods there would
-    # compare them on different pixels
-    scored_bands: np.ndarray | None = None
-
-    @property
-    def hidden(self) -> np.ndarray:
-        """(P, C, H, W) bool: the scoring region, hidden ocean pixels of the scored bands."""
-        hidden = self.ocean & ~np.isfinite(self.observed)
-        return hidden if self.scored_bands is None else hidden & self.scored_bands[:, :, None, None]
-
-    def observed_bands(self) -> np.ndarray:
-        """(P, C) bool: the bands of each patch with at least one observed ocean pixel."""
-        return (self.ocean & np.isfinite(self.observed)).any(axis=(2, 3))
 
 
 def band_depths_of(index: pd.DataFrame, config: Mapping, variant: str, model_settings: Mapping | None = None,
@@ -121,66 +106,7 @@ def band_depths_of(index: pd.DataFrame, config: Mapping, variant: str, model_set
             f"{checkpoint or 'the model'} was trained on levels {list(trained)} m but the patch index "
             f"{index.attrs.get('origin', '')} holds {depths} m; evaluate it on an export of the same levels."
         )
-    if variant == "temp_v1":
-        return [depths[config["dataset"]["temp_v1_band"]]]
-    return depths[1:]
-
-
-def select_val_rows(index: pd.DataFrame, max_patches: int, seed: int, months_per_location: int | None = None
-                    ) -> pd.DataFrame:
-    """Val rows of whole locations, until ``max_patches`` would be exceeded.
-
-    A location keeps every month, or, with ``months_per_location``, the same evenly spaced months at every
-    location: more independent locations for the same number of patches (the bootstrap intervals of the
-    headline ratios resample locations), while DINEOF still gets one common time axis and climatology still
-    finds the other years in the full index.
-    """
-    val = index[index["split"] == "val"]
-    if val.empty:
-        raise ValueError("the split index has no val rows; check split.val_fraction and rerun split.")
-    if months_per_location:
-        dates = np.sort(val["date"].unique())
-        if months_per_location < len(dates):
-            keep = dates[np.linspace(0, len(dates) - 1, int(months_per_location)).round().astype(int)]
-            val = val[val["date"].isin(keep)]
-    locations = val.groupby(["y0", "x0"]).size().reset_index(name="count")
-    order = np.random.default_rng(seed).permutation(len(locations))
-    chosen, total = [], 0
-    for i in order:
-        count = int(locations["count"].iloc[i])
-        if chosen and total + count > max_patches:
-            continue
-        chosen.append((int(locations["y0"].iloc[i]), int(locations["x0"].iloc[i])))
-        total += count
-    keys = set(chosen)
-    rows = val[[(y, x) in keys for y, x in zip(val["y0"], val["x0"], strict=True)]]
-    return rows.sort_values(["y0", "x0", "date"]).reset_index(drop=True)
-
-
-def gather_items(dataset, batch_size: int) -> EvalItems:
-    """Run the val dataset once: contract batches for the model and °C arrays for the baselines."""
-    from depthdif.datasets import collate
-
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
-                                         collate_fn=collate)
-    truths, observed, oceans, eos, ids, locations, batches = [], [], [], [], [], [], []
-    for batch in loader:
-        ocean = batch["land_mask"].numpy() > 0
-        valid = (batch["valid_mask"].numpy() > 0) & ocean
-        truth = np.where(ocean, temperature_denormalize(batch["y"].numpy().astype(np.float64)), np.nan)
-        truths.append(truth)
-        observed.append(np.where(valid, truth, np.nan))
-        oceans.append(ocean)
-        if "eo" in batch:
-            eo = temperature_denormalize(batch["eo"].numpy()[:, 0].astype(np.float64))
-            eos.append(np.where(ocean.any(axis=1), eo, np.nan))
-        ids.extend(batch["info"]["sample_id"])
-        locations.extend((int(y0), int(x0)) for y0, x0 in zip(batch["info"]["y0"], batch["info"]["x0"], strict=True))
-        batches.append(batch)
-    return EvalItems(
-        truth=np.concatenate(truths), observed=np.concatenate(observed), ocean=np.concatenate(oceans),
-        eo=np.concatenate(eos) if eos else None, sample_ids=list(ids), batches=batches, locations=locations,
-    )
+    return target_depths(index, config, variant)
 
 
 def score_diffusion(module, items: EvalItems, fraction: float, depths: list[float], scores: ScoreAccumulator,
@@ -236,135 +162,37 @@ def rank_counts(members: np.ndarray, truth: np.ndarray, hidden: np.ndarray, ense
     return counts
 
 
-def run_per_patch_baselines(items: EvalItems, variant: str, fraction: float, depths: list[float],
-                            scores: ScoreAccumulator, params: dict,
-                            names: list[str] | None = None) -> dict[str, np.ndarray]:
-    """Every per-patch baseline (or those in ``names``) on every patch and band; returns their predictions
-    (NaN where unavailable)."""
-    if names is None:
-        names = list(PER_PATCH_BASELINES) + (["eo_regression_oi"] if variant == "eo_4band" else [])
-    predictions = {name: np.full(items.truth.shape, np.nan) for name in names}
-    for i in tqdm(range(items.truth.shape[0]), desc=f"baselines @ {fraction}", unit="patch", leave=False):
-        for b, depth in enumerate(depths):
-            eo = None if items.eo is None else items.eo[i]
-            for name in names:
-                try:
-                    pred = run_baseline(name, items.observed[i, b], items.ocean[i, b], eo=eo, **params)
-                except BaselineUnavailable:
-                    scores.add_unavailable(name, b, fraction, depth)
-                    continue
-                predictions[name][i, b] = pred
-                scores.add(name, b, fraction, pred, items.truth[i, b], items.hidden[i, b], depth,
-                           location=items.locations[i])
-    return predictions
-
-
-def score_clean_surface(module, rows: pd.DataFrame, eval_config: Mapping, fraction: float, depths: list[float],
-                        params: dict) -> dict:
+def score_clean_surface(module, items: EvalItems, eval_pass: EvalPass, depths: list[float], baselines,
+                        settings: Mapping, seed: int) -> dict:
     """``eo_4band`` scored once more with the reanalysis's own (clean) surface field instead of the degraded one.
 
     The degraded surface (offset, speckle, dropout; fixed by seed) is what a satellite gives and what the
     headline uses; the clean one is what earlier evaluations handed every method, so both are reported: the
     model and its first guess were trained on degraded surfaces, a per-patch regression on a clean surface
     gets the shallow bands almost exactly. Scores the ensemble mean, the cokriging first guess and the
-    surface regression + OI, on the same masks as the headline at ``fraction``.
+    surface regression + OI, on the same masks as the headline at the pass's level.
+
+    Args:
+        module: the loaded model.
+        items: the clean-surface pass's items.
+        eval_pass: the ``clean_surface`` pass.
+        depths: depth (m) of each band.
+        baselines: an ``InlineBaselines`` or ``StoredBaselines`` (gives ``eo_regression_oi``).
+        settings: ``config["evaluate"]`` (ensemble size, sampling steps).
+        seed: the model's sampling seed.
 
     Returns:
-        The ``summarise`` headline of this pass (one entry, ``fraction``), with a note.
+        The ``summarise`` headline of this pass (one entry, the pass's level), with a note.
     """
-    from depthdif.datasets import PatchDataset
-
-    settings, seed = eval_config["evaluate"], int(eval_config["seed"])
-    clean_config = deep_merge(eval_config, {"dataset": {"eo_degraded_val": False}})
-    dataset = PatchDataset(rows, clean_config, split="val", variant="eo_4band", mask_fraction=fraction, seed=seed)
-    items = gather_items(dataset, eval_config["loader"]["batch_size"])
     scores = ScoreAccumulator()
-    score_diffusion(module, items, fraction, depths, scores, settings["ensemble_size"], settings["sampling_steps"],
-                    seed)
-    with threadpool_limits(limits=1, user_api="blas"):
-        run_per_patch_baselines(items, "eo_4band", fraction, depths, scores, params, names=["eo_regression_oi"])
-    summary = summarise(scores.to_frame(spread=True), "eo_4band", 0.0, len(rows), scores=scores)
+    stored = baselines.predictions(eval_pass, items)
+    score_diffusion(module, items, eval_pass.level, depths, scores, settings["ensemble_size"],
+                    settings["sampling_steps"], seed)
+    score_baselines(stored, items, eval_pass.level, depths, scores)
+    summary = summarise(scores.to_frame(spread=True), "eo_4band", 0.0, items.truth.shape[0], scores=scores)
     return {"note": "the same val patches and masks with the reanalysis's clean surface field (no offset, speckle "
                     "or dropout); methods scored: the diffusion model, its cokriging first guess, eo_regression_oi",
             "headline": summary["headline"]}
-
-
-def run_climatology(items: EvalItems, index: pd.DataFrame, patches_dir: Path, channels: list[int], fraction: float,
-                    depths: list[float], scores: ScoreAccumulator) -> np.ndarray:
-    """Same place, same calendar month, other years (information the model does NOT get)."""
-    out = np.full(items.truth.shape, np.nan)
-    for i, sample_id in enumerate(items.sample_ids):
-        same_month, other_months = climatology_history(index, sample_id)
-        for b, (channel, depth) in enumerate(zip(channels, depths, strict=True)):
-            try:
-                pred = climatology(
-                    load_history(same_month, channel, patches_dir) if len(same_month) else None,
-                    items.ocean[i, b], obs=items.observed[i, b],
-                    history_other_months=load_history(other_months, channel, patches_dir) if len(other_months) else None,
-                )
-            except BaselineUnavailable:
-                scores.add_unavailable("climatology", b, fraction, depth)
-                continue
-            out[i, b] = pred
-            scores.add("climatology", b, fraction, pred, items.truth[i, b], items.hidden[i, b], depth,
-                       location=items.locations[i])
-    return out
-
-
-def run_dineof(items: EvalItems, rows: pd.DataFrame, fraction: float, depths: list[float],
-               scores: ScoreAccumulator, seed: int, max_modes: int, stack: str = "window") -> np.ndarray:
-    """The published peer DINEOF (pydineof) on the val time stacks, band by band.
-
-    Args:
-        items: the val patches of this occlusion level (°C; DINEOF sees exactly their observed pixels).
-        rows: the val index rows of ``items`` (``sample_id``, ``y0``, ``x0``, ``date``).
-        fraction, depths, scores: the occlusion level, band depths (m) and the accumulator to score into.
-        seed: chooses DINEOF's cross-validation points.
-        max_modes: the most EOF modes DINEOF may retain (``evaluate.dineof_max_modes``).
-        stack: ``"window"``: one DINEOF per val location on its own months (``(T, H, W)``);
-            ``"locations"``: one DINEOF for all val locations side by side (``(L, T, H, W)``) on the union
-            of their months, a month a location lacks entering as an all-missing frame (not scored).
-
-    Returns:
-        ``(P, C, H, W)`` °C predictions, NaN on land and where DINEOF could not run.
-
-    ``"window"`` is the default because it measured better on this repo's ocean at every band and
-    occlusion (bench/dineof_peer.py): its eddies are independent from place to place, so one matrix for
-    all locations needs the sum of their ranks while 24 months allow at most 17 modes.
-    """
-    if stack not in ("window", "locations"):
-        raise ValueError(f"run_dineof: stack must be 'window' or 'locations'; got {stack!r}")
-    out = np.full(items.truth.shape, np.nan)
-    positions = {sid: i for i, sid in enumerate(items.sample_ids)}
-    present = rows[rows["sample_id"].isin(positions)]
-    groups = [group for _, group in present.groupby(["y0", "x0"])]
-    units = [groups] if stack == "locations" else [[group] for group in groups]
-    for unit in units:
-        months = sorted(set().union(*(group["date"] for group in unit)))
-        slot = {month: t for t, month in enumerate(months)}
-        # item index of each (location, month); -1 where a location lacks that month
-        members = np.full((len(unit), len(months)), -1)
-        for k, group in enumerate(unit):
-            for date, sample_id in zip(group["date"], group["sample_id"], strict=True):
-                members[k, slot[date]] = positions[sample_id]
-        where = [tuple(group.iloc[0][["y0", "x0"]]) for group in unit]
-        for b, depth in enumerate(depths):
-            ocean = np.stack([items.ocean[row[row >= 0], b].all(axis=0) for row in members])
-            observed = np.where(members[..., None, None] >= 0, items.observed[members, b], np.nan)
-            try:
-                filled = dineof_fill(observed, ocean, max_modes=max_modes, seed=seed)
-            except BaselineUnavailable as why:
-                log.info("dineof skipped at %s band %d: %s", where if len(where) > 1 else where[0], b, why)
-                for _ in unit:
-                    scores.add_unavailable("dineof", b, fraction, depth)
-                continue
-            for k, t in zip(*np.nonzero(members >= 0), strict=True):
-                i = members[k, t]
-                region = items.hidden[i, b] & ocean[k]
-                out[i, b] = filled[k, t]
-                scores.add("dineof", b, fraction, filled[k, t], items.truth[i, b], region, depth,
-                           location=items.locations[i])
-    return out
 
 
 def steps_sweep(module, items: EvalItems, depths: list[float], steps_list: list[int], max_batches: int,
@@ -552,16 +380,14 @@ def profile_experiment(config: Mapping, variant: str, rows: pd.DataFrame, eval_c
         rows: the val index rows (as for the occlusion levels).
         eval_config: ``config`` with the val dataset's ``return_info`` and ``return_coords`` on.
         depths: depth (m) of each target band.
-        score_level: ``(items, level, accumulator) -> (model, baselines, predictions)``, run_evaluation's
-            scorer of one level.
+        score_level: ``(items, pass, accumulator) -> (model, baselines, predictions)``, run_evaluation's
+            scorer of one pass.
 
     Returns:
         The metrics.csv rows (``mask_fraction`` = hidden share of the ocean scored;
         ``profile_density_factor``, ``profiles_per_deg2_month``) and the metrics.json section (headline per
         density as for the occlusion levels, the unreached bands, the seconds this took).
     """
-    from depthdif.datasets import PatchDataset
-
     started = time.perf_counter()
     argo = float(config["dataset"]["profiles_per_deg2_month"])
     factors = [float(f) for f in config["evaluate"]["profile_density_factors"]]
@@ -569,11 +395,9 @@ def profile_experiment(config: Mapping, variant: str, rows: pd.DataFrame, eval_c
     scores = ScoreAccumulator()
     spectra, coverage, unreached = [], [], []
     for factor in factors:
-        dataset = PatchDataset(rows, eval_config, split="val", variant=variant, seed=int(config["seed"]),
-                               profile_density=argo * factor)
-        items = gather_items(dataset, config["loader"]["batch_size"])
-        items.scored_bands = items.observed_bands()
-        _, _, predictions = score_level(items, factor, scores)
+        eval_pass = EvalPass(PROFILES, factor)
+        items = pass_items(eval_pass, rows, eval_config, variant, config["loader"]["batch_size"])
+        _, _, predictions = score_level(items, eval_pass, scores)
         scored = items.scored_bands[:, :, None, None]  # the spectra of the bands the pixel scores cover
         spectra.append(spectral_table(items.truth, items.ocean, {
             name: np.where(scored, pred, np.nan) for name, pred in predictions.items()}, factor, depths))
@@ -610,14 +434,77 @@ def profile_experiment(config: Mapping, variant: str, rows: pd.DataFrame, eval_c
 
 
 def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Path,
-                   index_csv: Path | None = None) -> Path:
-    """The whole protocol for one variant; returns the metrics.csv path.
+                   index_csv: Path | None = None, baselines: Path | None = None) -> Path:
+    """Stage entry point of rule ``evaluate_{variant}``: the whole protocol for one variant.
 
-    ``index_csv`` is the split index (the one the Snakemake rule declares); default
-    ``{data_dir}/patches/patch_index_split.csv``.
+    Args:
+        config: the keys of ``STAGE_READS["evaluate"]`` (depthdif.stage_reads: the rule's params; the full
+            config works too).
+        variant: ``temp_v1`` or ``eo_4band``.
+        model_ckpt: the trained model.
+        out_dir: the evaluation folder; the files of ``depthdif.layout.EvalFiles(out_dir)`` are written.
+        index_csv: the split index (the one the Snakemake rule declares); default
+            ``{data_dir}/patches/patch_index_split.csv``.
+        baselines: the file of rule ``baselines_{variant}`` (``run_baselines`` on the same config and
+            index); None computes the baselines here with the same code.
+
+    Returns:
+        The metrics.csv path (written last).
+
+    Raises:
+        CheckpointError: the model does not fit the variant, config or the index's levels.
+        BaselinesMismatchError: ``baselines`` was computed from other val observations.
+        ValueError: the index has no val rows.
     """
-    from depthdif.datasets import PatchDataset
     from depthdif.models.module import load_model
+
+    started = time.perf_counter()
+    settings = config["evaluate"]
+    torch.set_num_threads(int(config["train"]["threads"]))
+    if index_csv is None:
+        index_csv = Path(config["data_dir"]) / "patches" / "patch_index_split.csv"
+    index, rows = read_val_selection(config, Path(index_csv))
+    eval_config = items_config(config)
+    module = load_model(model_ckpt, variant=variant, config=config)
+    depths = band_depths_of(index, config, variant, module.settings, model_ckpt)
+    passes = evaluation_passes(config, variant)
+    if baselines is None:
+        source = InlineBaselines(baseline_context(config, variant, index, rows, len(depths)), variant)
+    else:
+        source = StoredBaselines(Path(baselines), variant, passes, bool(settings["dineof"]))
+    log.info("evaluating %s on %d val patches at occlusion %s (baselines %s)", variant, len(rows),
+             settings["mask_fractions"], baselines or "computed here")
+    files = EvalFiles(Path(out_dir))
+    try:
+        summary, metrics = _score_passes(module, config, variant, index, rows, eval_config, depths, passes, source,
+                                         files, started)
+    finally:
+        source.close()
+    atomic_write_text(files.summary, json.dumps(summary, indent=2) + "\n")
+    atomic_to_csv(metrics, files.metrics)  # last: the file Snakemake waits for
+    log.info("headline: %s", json.dumps(summary["headline"]))
+    return files.metrics
+
+
+def _score_passes(module, config: Mapping, variant: str, index: pd.DataFrame, rows: pd.DataFrame,
+                  eval_config: Mapping, depths: list[float], passes: list[EvalPass], baselines, files: EvalFiles,
+                  started: float) -> tuple[dict, pd.DataFrame]:
+    """Every pass scored, figures, spectra.csv, ddim_steps.csv and reconstruction.nc written.
+
+    Args:
+        module: the loaded model.
+        config, variant: as :func:`run_evaluation`.
+        index, rows: the split index and the val rows (:func:`depthdif.evaluate_baselines.read_val_selection`).
+        eval_config: the items config (:func:`depthdif.evaluate_passes.items_config`).
+        depths: depth (m) of each band.
+        passes: :func:`depthdif.evaluate_passes.evaluation_passes`.
+        baselines: where the baselines' predictions come from (``InlineBaselines`` / ``StoredBaselines``).
+        files: the outputs.
+        started: ``time.perf_counter()`` at the start of the evaluation.
+
+    Returns:
+        metrics.json's summary and metrics.csv's table.
+    """
     from depthdif.plots import (
         plot_power_spectra,
         plot_rank_histograms,
@@ -627,92 +514,70 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     )
     from depthdif.reconstruct_month import reconstruct_month
 
-    started = time.perf_counter()
-    settings = config["evaluate"]
-    seed = int(config["seed"])
-    torch.set_num_threads(int(config["train"]["threads"]))
-    if index_csv is None:
-        index_csv = Path(config["data_dir"]) / "patches" / "patch_index_split.csv"
-    index_csv = Path(index_csv)
-    index = pd.read_csv(index_csv)
-    index.attrs["origin"] = str(index_csv)
-    rows = select_val_rows(index, settings["max_patches"], seed, settings["months_per_location"])
-    rows.attrs["index_dir"] = str(index_csv.parent)
-    eval_config = deep_merge(config, {"dataset": {"return_info": True, "return_coords": True}})
-    module = load_model(model_ckpt, variant=variant, config=config)
-    depths = band_depths_of(index, config, variant, module.settings, model_ckpt)
-    channels = [config["dataset"]["temp_v1_band"]] if variant == "temp_v1" else list(range(1, len(depths) + 1))
-    log.info("evaluating %s on %d val patches at occlusion %s", variant, len(rows), settings["mask_fractions"])
-    params = baseline_params_from_config(config)
+    settings, seed = config["evaluate"], int(config["seed"])
+    batch_size = config["loader"]["batch_size"]
     scores = ScoreAccumulator()
-    figures_dir = Path(out_dir) / "figures"
+    figures_dir = files.figures
     figures_dir.mkdir(parents=True, exist_ok=True)
-    figure_fraction = min(settings["mask_fractions"], key=lambda f: abs(f - 0.95))
+    shown_fraction = figure_fraction(settings["mask_fractions"])
     sweep_items = None
     rank_histograms: dict[float, np.ndarray] = {}
     spectra: list[pd.DataFrame] = []  # per-wavenumber PSDs of each occlusion level (depthdif.spectra)
     coverage: list[pd.DataFrame] = []  # observed pixels per level and band (metrics.csv's observing columns)
 
-    def score_level(items: EvalItems, level: float, accumulator: ScoreAccumulator) -> tuple[dict, dict, dict]:
-        """Every method on the items of one level (``level``: its key in ``accumulator``); returns the model's
+    def score_level(items: EvalItems, eval_pass: EvalPass, accumulator: ScoreAccumulator
+                    ) -> tuple[dict, dict, dict]:
+        """Every method on the items of one pass (its level: the key in ``accumulator``); returns the model's
         outputs, the baselines' predictions and every scored method's prediction (°C, (P, C, H, W))."""
-        model = score_diffusion(module, items, level, depths, accumulator, settings["ensemble_size"],
+        stored = baselines.predictions(eval_pass, items)  # first: a stale baselines file fails before sampling
+        model = score_diffusion(module, items, eval_pass.level, depths, accumulator, settings["ensemble_size"],
                                 settings["sampling_steps"], seed)
-        # one BLAS thread: the many small OI solves run 5-30x slower with threads fighting over 2 cores
-        with threadpool_limits(limits=1, user_api="blas"):
-            baselines = run_per_patch_baselines(items, variant, level, depths, accumulator, params)
-            baselines["climatology"] = run_climatology(items, index, index_csv.parent, channels, level,
-                                                       depths, accumulator)
-            if settings["dineof"]:
-                baselines["dineof"] = run_dineof(items, rows, level, depths, accumulator, seed,
-                                                 settings["dineof_max_modes"])
-        predictions = {SINGLE_SAMPLE: model["single"], ENSEMBLE_MEAN: model["mean"], **baselines,
+        score_baselines(stored, items, eval_pass.level, depths, accumulator)
+        # float64 for the spectra and figures, as the model's predictions
+        predicted = {name: pred.values.astype(np.float64) for name, pred in stored.items()}
+        predictions = {SINGLE_SAMPLE: model["single"], ENSEMBLE_MEAN: model["mean"], **predicted,
                        **{name: model[name] for name in (COKRIGING, CONDITIONAL_MEAN) if name in model}}
-        return model, baselines, predictions
+        return model, predicted, predictions
 
-    for fraction in settings["mask_fractions"]:
-        dataset = PatchDataset(rows, eval_config, split="val", variant=variant, mask_fraction=fraction, seed=seed)
-        items = gather_items(dataset, config["loader"]["batch_size"])
-        model, baselines, predictions = score_level(items, fraction, scores)
+    for eval_pass in (p for p in passes if p.kind == OCCLUSION):
+        fraction = eval_pass.level
+        items = pass_items(eval_pass, rows, eval_config, variant, batch_size)
+        model, predicted, predictions = score_level(items, eval_pass, scores)
         spectra.append(spectral_table(items.truth, items.ocean, predictions, fraction, depths))
         coverage.append(level_coverage(items, fraction))
         rank_histograms[fraction] = model["ranks"]
-        if fraction == figure_fraction:
+        if fraction == shown_fraction:
             sweep_items = items
-            _example_figures(items, model, baselines, depths, fraction, settings["figure_patches"], figures_dir)
+            _example_figures(items, model, predicted, depths, fraction, settings["figure_patches"], figures_dir)
     plot_rank_histograms(rank_histograms, [f"{d:.1f} m" for d in depths], figures_dir / "rank_histogram.png")
     profiles = None
-    if config["dataset"]["observations"] != "rectangles":
+    if any(p.kind == PROFILES for p in passes):
         profiles = profile_experiment(config, variant, rows, eval_config, depths, score_level)
         plot_rmse_vs_profile_density(profiles.rows, figures_dir / "rmse_vs_profile_density.png")
     metrics = scores.to_frame(spread=True)
     sweep = steps_sweep(module, sweep_items, depths, settings["steps_sweep"], max_batches=SWEEP_BATCHES, seed=seed)
     plot_rmse_vs_occlusion(metrics, figures_dir / "rmse_vs_occlusion.png")
     plot_rmse_vs_steps(sweep, figures_dir / "rmse_vs_ddim_steps.png")
-    atomic_to_csv(sweep, Path(out_dir) / "ddim_steps.csv")
+    atomic_to_csv(sweep, files.ddim_steps)
     spectra_table = pd.concat(spectra, ignore_index=True)
-    atomic_to_csv(spectra_table, Path(out_dir) / "spectra.csv")
-    plot_power_spectra(spectra_table, figure_fraction, figures_dir / "power_spectra.png")
+    atomic_to_csv(spectra_table, files.spectra)
+    plot_power_spectra(spectra_table, shown_fraction, figures_dir / "power_spectra.png")
     # one val month rebuilt over the whole exported region
-    reconstruct_month(module, config, index, variant, int(rows["date"].iloc[0]), Path(out_dir) / "reconstruction.nc",
-                      seed=seed)
+    reconstruct_month(module, config, index, variant, int(rows["date"].iloc[0]), files.reconstruction, seed=seed)
     clean = None
-    if variant == "eo_4band" and config["dataset"]["eo_degraded_val"]:
-        clean = score_clean_surface(module, rows, eval_config, figure_fraction, depths, params)
+    for eval_pass in (p for p in passes if p.kind == CLEAN_SURFACE):
+        items = pass_items(eval_pass, rows, eval_config, variant, batch_size)
+        clean = score_clean_surface(module, items, eval_pass, depths, baselines, settings, seed)
     summary = summarise(metrics, variant, time.perf_counter() - started, len(rows), scores=scores)
     if clean is not None:
         summary["clean_surface"] = clean
     if profiles is not None:
         summary["profiles"] = profiles.summary
-    atomic_write_text(Path(out_dir) / "metrics.json", json.dumps(summary, indent=2) + "\n")
-    metrics_csv = Path(out_dir) / "metrics.csv"
     metrics = merge_spectral_scores(metrics, scores_from_table(spectra_table))  # NaN for non-spectral methods
     metrics = rectangle_rows(metrics, pd.concat(coverage, ignore_index=True))
     if profiles is not None:
         metrics = pd.concat([metrics, profiles.rows], ignore_index=True)
-    atomic_to_csv(metrics, metrics_csv)  # last: the file Snakemake waits for
-    log.info("headline: %s", json.dumps(summary["headline"]))
-    return metrics_csv
+    return summary, metrics
 
 
 def _example_figures(items: EvalItems, model: dict, baselines: dict, depths: list[float], fraction: float,

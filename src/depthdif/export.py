@@ -4,6 +4,12 @@ Contract (docs/contract.md):
     {out_dir}/y_npy/<sample_id>.npy          float32 (C, H, W), °C for thetao, NaN where no data
     {out_dir}/patch_index_with_paths.csv     one row per patch (COLUMNS below), written last
 
+One job per month (Snakemake rule ``export_month``, wildcard ``month`` = YYYYMM): it writes that month's patches, its index
+rows to ``{out_dir}/months/{month}.csv`` and its files' axes to ``{out_dir}/months/{month}.grid.npz``. The
+rule ``export`` (``gather_index``) joins them into the index after the checks that need every month (one
+depth axis, one grid) and the clean-ups (stale .npy, the split index of the previous export). The CLI's
+``export_patches`` writes the same parts and the same index in one process.
+
 Choices worth knowing:
 - Only the requested depth levels of one variable are read, one level at a time (a real month holds 50
   levels and is ~15 GB decoded); int16 packing is decoded the way netCDF4's auto mask/scale does it
@@ -20,10 +26,10 @@ Choices worth knowing:
 - Files of one manifest must share the depth axis (same values at the requested indices): channel k must
   mean the same depth in every patch, so a mismatch is an error rather than a silent mix.
 - Rerun safety: the old index CSV (and the split index beside it, whose rows name the old patches) is
-  removed first, every .npy and finally the index are written
+  removed first (by every month's job too), every .npy and finally the index are written
   atomically (a .npy that already holds the same bytes is left alone), and any .npy in y_npy/ that the
   new index does not list (a stale sample of an earlier config, a temp file of a killed run) is
-  deleted, so the index always matches the files on disk.
+  deleted by the gather, so the index always matches the files on disk.
 - Reading goes through depthdif.cf: dims by role (time/time_counter, depth/deptht, latitude/lat, ...),
   values by CF decoding (_FillValue, missing_value, valid_*, _Unsigned, packing; see cf/decode.py).
 - A temperature variable (thetao, a standard_name with "temperature", or temperature units) is converted
@@ -39,6 +45,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -64,14 +71,15 @@ from depthdif.cf import (
 )
 from depthdif.cf.dates import file_date
 from depthdif.errors import DepthDifError
+from depthdif.layout import GRID_SUFFIX, INDEX_NAME, NPY_DIR, SPLIT_NAME, layout_of, month_part, month_tag
 from depthdif.paths import PathEscapeError, resolve_inside
-from depthdif.split import SPLIT_NAME
 from depthdif.tiling import TilingError, tile_fractions, tile_origins
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = "patch_index_with_paths.csv"
-NPY_DIR = "y_npy"
+# the keys of config["export"] a month's export reads: the params of the rule export_month (export.workers
+# only sets how many processes the CLI's export_patches uses, so changing it reruns nothing)
+SETTINGS_KEYS = ("variable", "depth_indices", "patch_size", "stride", "max_nodata_fraction", "fill_values")
 UNASSIGNED = "unassigned"
 COLUMNS = [
     "sample_id", "source_file", "date", "y0", "x0", "patch_size", "lat0", "lat1", "lon0", "lon1",
@@ -111,8 +119,12 @@ class ExportSettings:
     fill_values: tuple[float, ...] = ()
 
     @classmethod
-    def from_config(cls, config: dict) -> ExportSettings:
-        export = config["export"]
+    def from_config(cls, config: Mapping) -> ExportSettings:
+        return cls.from_section(config["export"])
+
+    @classmethod
+    def from_section(cls, export: Mapping) -> ExportSettings:
+        """From ``config["export"]`` (or ``export_params`` of it)."""
         return cls(
             variable=str(export["variable"]),
             depth_indices=tuple(int(i) for i in export["depth_indices"]),
@@ -145,6 +157,16 @@ class LevelStack:
 
 
 @dataclass(frozen=True)
+class FileGrid:
+    """The axes of one exported file, as the checks across months need them (saved per month)."""
+
+    job: FileJob
+    latitude: np.ndarray
+    longitude: np.ndarray
+    depth_values: tuple[np.floating, ...]
+
+
+@dataclass(frozen=True)
 class FileResult:
     """What a worker reports back for one file (the parent does the logging: workers are processes)."""
 
@@ -160,9 +182,26 @@ class FileResult:
 # ---------------------------------------------------------------------------------------------- manifest
 
 
-def read_manifest(manifest_csv: Path) -> list[FileJob]:
-    """Read ``raw/manifest.csv`` (file, bytes, sha256, date); file names are relative to its folder."""
+def export_params(export: Mapping) -> dict:
+    """What a month's export reads of ``config["export"]``: the params of the rule ``export_month``."""
+    return {key: export[key] for key in SETTINGS_KEYS}
+
+
+def read_manifest(manifest_csv: Path, raw_dir: Path | None = None) -> list[FileJob]:
+    """Read a manifest (file, bytes, sha256, date).
+
+    Args:
+        manifest_csv: ``raw/manifest.csv`` or a month's part of it.
+        raw_dir: the folder its file names are relative to; None: the manifest's own folder (the contract).
+
+    Returns:
+        one job per file, in (date, name) order.
+
+    Raises:
+        ExportError: no such file, not a readable manifest, no rows, or a name outside ``raw_dir``.
+    """
     manifest_csv = Path(manifest_csv)
+    raw_dir = manifest_csv.parent if raw_dir is None else Path(raw_dir)
     try:
         frame = pd.read_csv(manifest_csv, dtype={"file": str})
     except FileNotFoundError:
@@ -182,20 +221,20 @@ def read_manifest(manifest_csv: Path) -> list[FileJob]:
     for row, record in enumerate(frame.to_dict("records")):
         name = str(record["file"])
         try:
-            resolve_inside(manifest_csv.parent, name, f"manifest {manifest_csv}, row {row}")
+            resolve_inside(raw_dir, name, f"manifest {manifest_csv}, row {row}")
         except PathEscapeError as err:
             raise ExportError(str(err)) from None
-        date = _manifest_date(record.get("date"), name, manifest_csv)
+        date = _manifest_date(record.get("date"), name, manifest_csv, raw_dir)
         entries.append((name, date))
-    return _with_id_prefixes(manifest_csv.parent, entries)
+    return _with_id_prefixes(raw_dir, entries)
 
 
-def _manifest_date(value, name: str, manifest_csv: Path) -> int:
+def _manifest_date(value, name: str, manifest_csv: Path, raw_dir: Path) -> int:
     """YYYYMMDD int from the manifest's date column, or, if the column is empty, the date the file states
     (``depthdif.cf.dates.file_date``: time coordinate, then attributes, then name — the one date rule)."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or str(value).strip() == "":
         try:
-            return file_date(manifest_csv.parent / name)
+            return file_date(raw_dir / name)
         except (FieldFileError, OSError) as err:
             raise ExportError(
                 f"manifest {manifest_csv}: file {name} has no date in the date column and none can be read "
@@ -430,52 +469,256 @@ def _write_npy(target: Path, tile: np.ndarray) -> None:
 # ------------------------------------------------------------------------------------------ the stage
 
 
+def export_month(
+    export: Mapping,
+    manifest_csv: Path,
+    raw_dir: Path,
+    index_csv: Path,
+    grid_npz: Path,
+    patches_dir: Path,
+    workers: int = 1,
+    stale: Iterable[Path] = (),
+) -> Path:
+    """One month of the export: its patches, its index rows and its files' axes.
+
+    Args:
+        export: ``config["export"]`` (or ``export_params`` of it: the rule's params).
+        manifest_csv: the month's manifest (``RunLayout.month_manifest``).
+        raw_dir: the folder its file names are relative to (``RunLayout.raw_dir``).
+        index_csv: the month's index rows (``RunLayout.month_index``), COLUMNS, ``y_npy_path`` relative to
+            ``patches_dir``; written last, atomically.
+        grid_npz: latitude, longitude and depths of each file (``RunLayout.month_grid``), for ``gather_index``.
+        patches_dir: where ``y_npy/<sample_id>.npy`` go (``RunLayout.patches_dir``).
+        workers: processes working on the month's files (a month usually has one file).
+        stale: files this export makes stale (the gathered index, the split index): removed first, so that
+            none that looks finished names patches this job rewrites.
+
+    Returns:
+        ``index_csv``.
+
+    Raises:
+        ExportError: a file or setting cannot be exported (see ``read_levels``); the message names the file.
+    """
+    settings = ExportSettings.from_section(export)
+    for path in (index_csv, grid_npz):  # a failed month must not leave parts that look finished
+        Path(path).unlink(missing_ok=True)
+    for path in stale:
+        _remove_stale_output(Path(path))
+    jobs = read_manifest(Path(manifest_csv), raw_dir=Path(raw_dir))
+    (Path(patches_dir) / NPY_DIR).mkdir(parents=True, exist_ok=True)
+    _log_settings(len(jobs), settings, workers)
+    results = _run_jobs(jobs, settings, Path(patches_dir), _check_workers(workers))
+    return write_month_part(results, Path(index_csv), Path(grid_npz))
+
+
 def export_patches(
     config: dict, manifest_csv: Path, out_dir: Path | None = None, workers: int | None = None
 ) -> Path:
-    """Export every file of the manifest to patches; return the path of the index CSV (written last).
+    """The whole export in one process (the CLI): every month's part, then the index CSV (written last).
 
     ``workers`` processes work on files in parallel (default export.workers; 1 = in this process).
     Rows are sorted by (date, y0, x0, source_file), so a rerun with the same inputs is byte-identical.
     A split index (patch_index_split.csv) left in ``out_dir`` by an earlier split is removed, with a log line:
     its rows name patches that this export rewrites or deletes.
+
+    Args:
+        config: a validated config.
+        manifest_csv: ``raw/manifest.csv`` (file names relative to its folder).
+        out_dir: the patches folder; default ``RunLayout.patches_dir``. The months' parts go to
+            ``{out_dir}/months/``.
+        workers: processes; default export.workers.
+
+    Returns:
+        the path of the index CSV.
+
+    Raises:
+        ExportError: as ``export_month`` and ``gather_index``.
     """
     settings = ExportSettings.from_config(config)
-    out_dir = Path(out_dir) if out_dir is not None else Path(config["data_dir"]) / "patches"
-    workers = int(workers if workers is not None else config["export"]["workers"])
-    if workers < 1:
-        raise ExportError(f"workers must be >= 1, got {workers}")
+    out_dir = Path(out_dir) if out_dir is not None else layout_of(config).patches_dir
+    workers = _check_workers(int(workers if workers is not None else config["export"]["workers"]))
     jobs = read_manifest(Path(manifest_csv))
     index_path = out_dir / INDEX_NAME
-    index_path.unlink(missing_ok=True)  # a failed run must not leave an index that looks finished
     split_path = out_dir / SPLIT_NAME
-    if split_path.exists():  # training on it would read patches of another export, or missing ones
-        split_path.unlink()
-        log.info("removed %s: it split the patches of the previous export; run split again", split_path)
+    for path in (index_path, split_path):  # a failed run must not leave an index that looks finished
+        _remove_stale_output(path)
     (out_dir / NPY_DIR).mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(out_dir)
+    remove_stale_temps(out_dir)  # this process is the only writer of out_dir
+    _log_settings(len(jobs), settings, workers)
+    results = _run_jobs(jobs, settings, out_dir, workers)
+    indexes, grids = [], []
+    for tag, month_results in _results_by_month(results).items():
+        indexes.append(month_part(out_dir, tag))
+        grids.append(month_part(out_dir, tag, GRID_SUFFIX))
+        write_month_part(month_results, indexes[-1], grids[-1])
+    return gather_index(indexes, grids, index_path, split_csv=split_path)
+
+
+def _check_workers(workers: int) -> int:
+    if workers < 1:
+        raise ExportError(f"workers must be >= 1, got {workers}")
+    return workers
+
+
+def _log_settings(n_files: int, settings: ExportSettings, workers: int) -> None:
     log.info(
         "exporting %d file(s): %s levels %s, %dx%d patches every %d px, max no-data %.2f, %d worker(s)",
-        len(jobs), settings.variable, list(settings.depth_indices), settings.patch_size,
+        n_files, settings.variable, list(settings.depth_indices), settings.patch_size,
         settings.patch_size, settings.stride, settings.max_nodata_fraction, workers,
     )  # fmt: skip
-    results = _run_jobs(jobs, settings, out_dir, workers)
-    _check_same_depths(results)
-    _check_same_grid(results)
+
+
+def _remove_stale_output(path: Path) -> None:
+    """Delete an index this export makes stale, saying so for the split index (the user may have run it)."""
+    if not path.exists():
+        return
+    path.unlink()
+    if path.name == SPLIT_NAME:  # training on it would read patches of another export, or missing ones
+        log.info("removed %s: it split the patches of the previous export; run split again", path)
+
+
+def _results_by_month(results: list[FileResult]) -> dict[str, list[FileResult]]:
+    """Results grouped by the month of their file's date (YYYYMM), in time order."""
+    grouped: dict[str, list[FileResult]] = {}
+    for result in sorted(results, key=lambda r: (r.job.date, r.job.source_file)):
+        date = result.job.date
+        grouped.setdefault(month_tag(date // 10000, date // 100 % 100), []).append(result)
+    return grouped
+
+
+def write_month_part(results: list[FileResult], index_csv: Path, grid_npz: Path) -> Path:
+    """Write a month's index rows (sorted as the final index) and its files' axes; return ``index_csv``.
+
+    Args:
+        results: what each file of the month gave.
+        index_csv: the rows, COLUMNS; a month whose tiles were all filtered out gets a header only.
+        grid_npz: ``source_file``, ``path``, ``date`` of each file and its ``latitude_<i>``,
+            ``longitude_<i>``, ``depth_values_<i>`` (``allow_pickle=False``).
+
+    Returns:
+        ``index_csv``.
+    """
     rows = _report(results)
-    if not rows:
-        raise ExportError(
-            f"no patch survived the export of {len(jobs)} file(s) from {manifest_csv}: every tile is land or "
-            f"has more than export.max_nodata_fraction={settings.max_nodata_fraction} no-data; raise "
-            "max_nodata_fraction, lower patch_size or pick shallower depth_indices"
-        )
     frame = pd.DataFrame(rows, columns=COLUMNS).sort_values(
         ["date", "y0", "x0", "source_file"], kind="stable"
     )
-    _remove_stale_npy(out_dir / NPY_DIR, set(frame["sample_id"]))
-    atomic_to_csv(frame, index_path)
-    log.info("wrote %d patches to %s", len(frame), index_path)
-    return index_path
+    index_csv.parent.mkdir(parents=True, exist_ok=True)
+    _save_grids(results, grid_npz)
+    atomic_to_csv(frame, index_csv)
+    log.info("wrote %d patches to %s", len(frame), index_csv)
+    return index_csv
+
+
+def _save_grids(results: Sequence[FileResult], path: Path) -> None:
+    ordered = sorted(results, key=lambda r: (r.job.date, r.job.source_file))
+    arrays = {
+        "source_file": np.array([r.job.source_file for r in ordered], dtype=str),
+        "path": np.array([str(r.job.path) for r in ordered], dtype=str),
+        "date": np.array([r.job.date for r in ordered], dtype=np.int64),
+    }
+    for i, result in enumerate(ordered):
+        arrays[f"latitude_{i}"] = np.asarray(result.latitude)
+        arrays[f"longitude_{i}"] = np.asarray(result.longitude)
+        arrays[f"depth_values_{i}"] = np.asarray(result.depth_values)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as stream:
+        np.savez(stream, **arrays)
+
+
+def load_grids(path: Path) -> list[FileGrid]:
+    """The axes of each file of a month's export (``write_month_part``).
+
+    Raises:
+        ExportError: the file is missing or not one ``write_month_part`` wrote.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            grids = []
+            for i, (name, where, date) in enumerate(zip(saved["source_file"], saved["path"], saved["date"],
+                                                        strict=True)):  # fmt: skip
+                job = FileJob(path=Path(str(where)), source_file=str(name), date=int(date), id_prefix="")
+                grids.append(FileGrid(job, saved[f"latitude_{i}"], saved[f"longitude_{i}"],
+                                      tuple(saved[f"depth_values_{i}"])))  # fmt: skip
+            return grids
+    except FileNotFoundError:
+        raise ExportError(f"{path} is missing: run the export of that month again") from None
+    except (OSError, KeyError, ValueError) as err:
+        raise ExportError(
+            f"{path} is not a month's grid file ({err}); delete it and run the export again"
+        ) from None
+
+
+def _read_index_part(path: Path) -> pd.DataFrame:
+    """A month's index rows, every value kept as the text it was written as (the gather copies it verbatim)."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise ExportError(f"{path} is missing: run the export of that month again") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ExportError(
+            f"{path} is not a readable index ({err}); delete it and run the export again"
+        ) from None
+    if list(frame.columns) != COLUMNS:
+        raise ExportError(
+            f"{path} has columns {list(frame.columns)}, not those of this version of DepthDif; delete it and "
+            "run the export again."
+        )
+    return frame
+
+
+def gather_index(
+    indexes: Sequence[Path], grids: Sequence[Path], out_csv: Path, split_csv: Path | None = None
+) -> Path:
+    """Join the months' index rows into the index CSV, after the checks that need every month.
+
+    Runs when no month's export is running (the rule ``export`` waits for all of them), so it also removes
+    what no month can: .npy files the index does not list (an earlier config, a removed month, temporary
+    files of killed jobs) and the split index of the previous export.
+
+    Args:
+        indexes: the months' index rows (``RunLayout.month_index``).
+        grids: the months' axes (``RunLayout.month_grid``), same months.
+        out_csv: the index (``RunLayout.patch_index``); ``y_npy_path`` is relative to its folder. Written
+            last, atomically, rows sorted by (date, y0, x0, source_file).
+        split_csv: the split index beside it (``RunLayout.split_index``), removed when present.
+
+    Returns:
+        ``out_csv``.
+
+    Raises:
+        ExportError: files that do not share a depth axis or a grid (naming two of them), a sample id listed
+            twice, or no patch at all.
+    """
+    out_csv = Path(out_csv)
+    for path in (out_csv, split_csv):
+        if path is not None:
+            _remove_stale_output(Path(path))
+    for folder in {out_csv.parent, *(Path(path).parent for path in indexes)}:
+        remove_stale_temps(folder)  # of killed jobs: no month's job is running now
+    files = [grid for path in grids for grid in load_grids(Path(path))]
+    _check_same_depths(files)
+    _check_same_grid(files)
+    frames = [_read_index_part(Path(path)) for path in indexes]
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        raise ExportError(
+            f"no patch survived the export of {len(files)} file(s) in {len(indexes)} month(s): every tile is "
+            "land or has more than export.max_nodata_fraction no-data; raise max_nodata_fraction, lower "
+            "patch_size or pick shallower depth_indices"
+        )
+    frame = pd.concat(frames, ignore_index=True)
+    keys = frame[["date", "y0", "x0"]].astype(np.int64).assign(source_file=frame["source_file"])
+    frame = frame.loc[keys.sort_values(["date", "y0", "x0", "source_file"], kind="stable").index]
+    twice = sorted(set(frame.loc[frame["sample_id"].duplicated(), "sample_id"]))
+    if twice:
+        raise ExportError(
+            f"sample ids {twice[:3]} come from more than one month's export in {out_csv.parent}/months: delete "
+            "that folder and run the export again"
+        )
+    _remove_stale_npy(out_csv.parent / NPY_DIR, set(frame["sample_id"]))
+    atomic_to_csv(frame, out_csv)
+    log.info("wrote %d patches of %d month(s) to %s", len(frame), len(indexes), out_csv)
+    return out_csv
 
 
 def _run_jobs(jobs: list[FileJob], settings: ExportSettings, out_dir: Path, workers: int) -> list[FileResult]:
@@ -519,7 +762,7 @@ def _run_pool(jobs: list[FileJob], settings: ExportSettings, out_dir: Path, work
     return results
 
 
-def _check_same_depths(results: list[FileResult]) -> None:
+def _check_same_depths(results: Sequence[FileGrid | FileResult]) -> None:
     """Channel k must mean the same depth in every patch."""
     if not results:
         return
@@ -533,11 +776,11 @@ def _check_same_depths(results: list[FileResult]) -> None:
             )
 
 
-def _check_same_grid(results: list[FileResult]) -> None:
+def _check_same_grid(results: Sequence[FileGrid | FileResult]) -> None:
     """A patch's (y0, x0) must be the same place in every file: the split, climatology and DINEOF group by it.
 
     Args:
-        results: what each file of the manifest gave.
+        results: the axes of each file of the run (every month).
 
     Raises:
         ExportError: a file's latitude or longitude axis differs from the earliest file's; the message names

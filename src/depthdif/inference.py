@@ -12,11 +12,68 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from depthdif.errors import DepthDifError
 from depthdif.normalization import (
     temperature_denormalize,
     temperature_error_to_celsius,
     temperature_normalize,
 )
+
+
+class DeviceError(DepthDifError, RuntimeError):
+    """The configured accelerator is not available on this machine."""
+
+
+def inference_device(accelerator: str) -> torch.device:
+    """The device the evaluation and ``depthdif reconstruct`` sample on, from ``train.accelerator``.
+
+    The model trains where ``train.accelerator`` says (Lightning's names); sampling a 16-member ensemble over
+    a thousand 128 px patches is as heavy, so it goes to the same kind of device rather than to the CPU.
+
+    Args:
+        accelerator: ``auto`` (a CUDA GPU if there is one, else Apple's MPS, else the CPU), ``gpu``/``cuda``,
+            ``mps`` or ``cpu``.
+
+    Returns:
+        The torch device.
+
+    Raises:
+        DeviceError: ``gpu``/``cuda``/``mps`` asked for and not available, or an accelerator name this code does
+            not know.
+    """
+    name = str(accelerator).lower()
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = bool(mps is not None and mps.is_available())
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if has_mps else torch.device("cpu")
+    if name in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"train.accelerator is {accelerator!r} but torch sees no CUDA GPU here (torch {torch.__version__}); "
+                "run on a GPU node, or set train.accelerator: cpu (or auto) to sample on the CPU."
+            )
+        return torch.device("cuda")
+    if name == "mps":
+        if not has_mps:
+            raise DeviceError("train.accelerator is 'mps' but this machine has no Apple MPS device; use cpu or auto.")
+        return torch.device("mps")
+    if name == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"train.accelerator {accelerator!r} is not one of auto, gpu, cuda, mps, cpu.")
+
+
+def on_device(batch: dict, device: torch.device) -> dict:
+    """The batch with every tensor moved to ``device`` (other values unchanged).
+
+    A batch already there is returned itself, not a copy: the model caches its first guess on the batch dict
+    (``DepthDifModule.first_guess_of``), and the ensemble, the conditional mean and the scores of one batch
+    should share one cokriging solve.
+    """
+    if all(value.device == device for value in batch.values() if torch.is_tensor(value)):
+        return batch
+    return {key: value.to(device) if torch.is_tensor(value) else value for key, value in batch.items()}
 
 
 @dataclass
@@ -121,8 +178,10 @@ def build_batch(tiles: Sequence[TileInput], settings: dict) -> dict[str, torch.T
 
 def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Ensemble of the model in °C: (mean, std, members) with members (B, N, C, H, W), NaN on land."""
+    # the noise is drawn on the CPU whatever the device (same seed, same ensemble on a GPU or a CPU)
     generator = torch.Generator().manual_seed(seed)
-    members_z = module.sample(batch, num_samples=ensemble_size, steps=steps, generator=generator)
+    members_z = module.sample(on_device(batch, module.device), num_samples=ensemble_size, steps=steps,
+                              generator=generator)
     members_z = members_z.float().cpu().numpy()
     ocean = batch["land_mask"].numpy()[:, None] > 0
     members = np.where(ocean, temperature_denormalize(members_z), np.nan)
@@ -133,7 +192,7 @@ def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: in
 
 def first_guess_celsius(module, batch: dict) -> tuple[np.ndarray, np.ndarray]:
     """The model's cokriging first guess in °C and its posterior sigma in °C, (B, C, H, W), NaN on land."""
-    guess_z, sigma_c = module.first_guess_of(batch)
+    guess_z, sigma_c = module.first_guess_of(on_device(batch, module.device))
     ocean = batch["land_mask"].numpy() > 0
     guess = np.where(ocean, temperature_denormalize(guess_z.double().cpu().numpy()), np.nan)
     return guess, np.where(ocean, sigma_c.double().cpu().numpy(), np.nan)
@@ -142,5 +201,5 @@ def first_guess_celsius(module, batch: dict) -> tuple[np.ndarray, np.ndarray]:
 def conditional_mean_celsius(module, batch: dict, seed: int = 0) -> np.ndarray:
     """The network's one-call estimate of the conditional mean (see DepthDifModule.conditional_mean), °C."""
     generator = torch.Generator().manual_seed(seed)
-    estimate = module.conditional_mean(batch, generator=generator).double().cpu().numpy()
+    estimate = module.conditional_mean(on_device(batch, module.device), generator=generator).double().cpu().numpy()
     return np.where(batch["land_mask"].numpy() > 0, temperature_denormalize(estimate), np.nan)

@@ -12,6 +12,8 @@ the file (or ``--date``).
 from __future__ import annotations
 
 import logging
+import sys
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -342,24 +344,46 @@ def _read_surface(surface: Path | None, lat: np.ndarray, lon: np.ndarray, settin
             "surface, or a (latitude, longitude) sea surface temperature, e.g. a satellite L4 SST)."
         )
     with xr.open_dataset(surface, mask_and_scale=False) as ds:
-        name = _temperature_variable(ds, surface)
-        roles = _roles(ds, name, surface, need_depth=False)
-        data = _one_time_step(ds[name], roles, surface)
-        if "depth" in roles:
-            depth_axis, depth_attrs = _coordinate(ds, roles["depth"], surface)
-            depth_axis = depth_below_surface_m(depth_axis, depth_attrs, f"{surface}: coordinate '{roles['depth']}'")
-            data = data.isel({roles["depth"]: _level_positions(depth_axis, band_depths(settings)[:1], surface)[0]})
-        surface_lat, _ = _coordinate(ds, roles["lat"], surface)
-        surface_lon, _ = _coordinate(ds, roles["lon"], surface)
-        if surface_lat.shape != lat.shape or surface_lon.shape != lon.shape or not (
-            np.allclose(surface_lat, lat) and np.allclose(surface_lon, lon)
-        ):
-            raise ReconstructionError(
-                f"the surface file {surface} is on another grid than the observations {obs_path}; regrid one "
-                "onto the other first."
-            )
-        raw = data.transpose(roles["lat"], roles["lon"]).values
-        return _celsius(raw, data.attrs, f"{surface}: variable '{name}'", fill_values)
+        return _surface_from(ds, surface, lat, lon, settings, obs_path, fill_values)
+
+
+def _surface_from(ds: xr.Dataset, surface, lat: np.ndarray, lon: np.ndarray, settings: dict, obs_path,
+                  fill_values: tuple[float, ...] = ()) -> np.ndarray:
+    """The surface field of an open dataset in °C on the grid ``lat`` x ``lon``.
+
+    Args:
+        ds: the surface file (raw as stored, or decoded by xarray).
+        surface: its name, for messages.
+        lat: (ny,) latitudes of the reconstruction's grid.
+        lon: (nx,) longitudes of the reconstruction's grid.
+        settings: the checkpoint's settings (the depth of its surface channel).
+        obs_path: the file that gave the grid, for messages.
+        fill_values: values (the file's units) that mean "no value".
+
+    Returns:
+        (ny, nx) °C, NaN on land.
+
+    Raises:
+        ReconstructionError: the surface is on another grid; FieldFileError: its values cannot be read.
+    """
+    name = _temperature_variable(ds, surface)
+    roles = _roles(ds, name, surface, need_depth=False)
+    data = _one_time_step(ds[name], roles, surface)
+    if "depth" in roles:
+        depth_axis, depth_attrs = _coordinate(ds, roles["depth"], surface)
+        depth_axis = depth_below_surface_m(depth_axis, depth_attrs, f"{surface}: coordinate '{roles['depth']}'")
+        data = data.isel({roles["depth"]: _level_positions(depth_axis, band_depths(settings)[:1], surface)[0]})
+    surface_lat, _ = _coordinate(ds, roles["lat"], surface)
+    surface_lon, _ = _coordinate(ds, roles["lon"], surface)
+    if surface_lat.shape != lat.shape or surface_lon.shape != lon.shape or not (
+        np.allclose(surface_lat, lat) and np.allclose(surface_lon, lon)
+    ):
+        raise ReconstructionError(
+            f"the surface file {surface} is on another grid than the observations {obs_path}; regrid one "
+            "onto the other first."
+        )
+    raw = data.transpose(roles["lat"], roles["lon"]).values
+    return _celsius(raw, data.attrs, f"{surface}: variable '{name}'", fill_values)
 
 
 # ----------------------------------------------------------------------------- NetCDF out
@@ -454,31 +478,47 @@ def write_netcdf(ds: xr.Dataset, path: Path) -> Path:
 
 def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface: Path | None = None,
                      ensemble_size: int = 8, steps: int = 25, date: int | None = None, seed: int = 0,
-                     fill_values: tuple[float, ...] = ()) -> Path:
-    """`depthdif reconstruct`: checkpoint + NetCDF of sparse observations -> reconstructed NetCDF.
+                     fill_values: tuple[float, ...] = (), grid: Path | None = None, device: str = "auto") -> Path:
+    """`depthdif reconstruct`: checkpoint + sparse observations -> reconstructed NetCDF.
 
     Args:
         checkpoint: model.ckpt of format 3 (it records the depths in metres of its bands).
-        observations: see :func:`read_observations`.
+        observations: a gridded NetCDF (see :func:`read_observations`) or a profile file, NetCDF of
+            ``N_PROF x N_LEVELS`` or CSV (see :mod:`depthdif.profiles_io`), told apart by
+            :func:`depthdif.profiles_io.is_profile_file`.
         output: the NetCDF to write.
-        surface: the surface (EO) field, eo_4band only.
+        surface: the surface (EO) field, eo_4band only (for profiles also the grid when ``grid`` is None).
         ensemble_size: members averaged into the mean.
         steps: DDIM steps per member.
         date: YYYYMMDD for an observation file that states no date (``--date``).
         seed: seed of the sampler's noise (``--seed``): the same inputs and seed give the same output.
         fill_values: values (in the files' units) that mean "no value" in the observation and surface files
             (``--fill-value``), for files that store them without a _FillValue.
+        grid: profile files only (``--grid``): the grid to bin them onto (latitude, longitude and an
+            ``ocean_mask``, or a temperature field whose NaN is land).
+        device: where to sample (``--device``): ``auto`` (a GPU if there is one), ``gpu``, ``mps`` or ``cpu``;
+            see :func:`depthdif.inference.inference_device`.
 
     Returns:
         ``output``.
 
     Raises:
+        DeviceError: the device asked for is not available.
         CheckpointError: the checkpoint does not record its depths (format 2).
         ReconstructionError, FieldFileError: the observations cannot be used; the message says why.
     """
+    from depthdif.inference import inference_device
     from depthdif.models.module import load_model
+    from depthdif.profiles_io import is_profile_file, reconstruct_profile_file
 
-    module = load_model(checkpoint)
+    if is_profile_file(Path(observations)):
+        return reconstruct_profile_file(checkpoint, observations, output, surface, grid, date=date, seed=seed,
+                                        ensemble_size=ensemble_size, steps=steps, fill_values=tuple(fill_values),
+                                        device=device)
+    if grid is not None:
+        raise ReconstructionError(f"--grid is for profile files; {observations} is a gridded observation file, "
+                                  "which is its own grid: drop --grid.")
+    module = load_model(checkpoint, map_location=inference_device(device))
     depths = target_depths(module.settings, str(checkpoint))  # first: a format-2 model fails before any reading
     grid = read_observations(Path(observations), module.settings, surface, date, tuple(fill_values))
     log.info("reconstructing %s with the %s model %s (%d members, %d DDIM steps, seed %d)", observations,
@@ -492,3 +532,21 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
                                 f"applied to {Path(observations).name} ({ensemble_size} members, {steps} DDIM "
                                 f"steps, seed {seed})")
     return write_netcdf(ds, Path(output))
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as ``depthdif.reconstruct(profiles, surface, model, ...)``.
+
+    ``depthdif.reconstruct`` names this module as soon as anything imports it (Python sets a package's attribute
+    to each submodule it loads), so a function of that name in ``depthdif/__init__.py`` would be replaced by the
+    module; calling the module instead gives the API one name that never changes meaning.
+    """
+
+    def __call__(self, profiles, surface=None, model=None, **options) -> xr.Dataset:
+        """See :func:`depthdif.profiles_io.reconstruct`."""
+        from depthdif.profiles_io import reconstruct
+
+        return reconstruct(profiles, surface, model, **options)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -97,7 +97,7 @@ def build_module(config: Mapping, variant: str, depth_values_m: Sequence[float] 
     """
     if variant not in VARIANTS:
         raise CheckpointError(f"unknown variant {variant!r}; use one of {list(VARIANTS)}.")
-    train_config = {**config["train"], "seed": int(config.get("seed", 0))}
+    train_config = {**config["train"], "seed": int(config["seed"])}
     return DepthDifModule(model_settings(config, variant, depth_values_m), train_config,
                           num_target_bands(config, variant))
 
@@ -247,7 +247,7 @@ def fit_first_guess(module: DepthDifModule, datamodule: pl.LightningDataModule, 
     from depthdif.baselines.cokriging import fit_covariance, fit_sigma_table
 
     samples = int(config["model"]["first_guess_fit_samples"])
-    seed = int(config.get("seed", 0))
+    seed = int(config["seed"])
     size = int(config["export"]["patch_size"])
     estimator = module.cokriging
     batch_size = int(config["loader"]["batch_size"])
@@ -267,8 +267,8 @@ def measured_x0_error(module: DepthDifModule, state: dict[str, torch.Tensor], da
     averaged = copy.deepcopy(module)
     averaged.load_state_dict(state)
     averaged.eval()
-    batches = training_batches(datamodule, int(config["loader"]["batch_size"]), int(config.get("seed", 0)) + 2)
-    averaged.fit_x0_error(batches, seed=int(config.get("seed", 0)))
+    batches = training_batches(datamodule, int(config["loader"]["batch_size"]), int(config["seed"]) + 2)
+    averaged.fit_x0_error(batches, seed=int(config["seed"]))
     return averaged.state_dict()
 
 
@@ -290,7 +290,7 @@ def run_training(
     out_dir = Path(out_dir)
     tc = config["train"]
     torch.set_num_threads(int(tc["threads"]))
-    pl.seed_everything(int(config.get("seed", 0)), workers=True)
+    pl.seed_everything(int(config["seed"]), workers=True)
     datamodule = datamodule if datamodule is not None else default_datamodule(config, variant, index_csv)
     module = build_module(config, variant, training_depths(datamodule))
     trainer = make_trainer(config, out_dir, callbacks)

@@ -1,38 +1,32 @@
 # Config validation (the same schema file the CLI uses) and the paths every rule shares.
+import functools
 import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from depthdif.config import check_consistency
+from depthdif.config import check_consistency, months_of
+from depthdif.errors import DepthDifError
+from depthdif.layout import ALL_VARIANTS, layout_of, month_tag
+from depthdif.sources.local import local_months
 
 
 validate(config, schema="../../src/depthdif/config.schema.yaml")
 check_consistency(config)
 
-DATA = Path(config["data_dir"])
-RESULTS = Path(config["results_dir"])
-LOGS = Path("logs")
+# every path of the run comes from depthdif.layout (the CLI asks the same module)
+LAYOUT = layout_of(config)
+LOGS = LAYOUT.logs_dir
 # each job's wall time, CPU time and peak memory (Snakemake's benchmark TSV), one file per rule
 BENCHMARKS = LOGS / "benchmarks"
-ALL_VARIANTS = ["temp_v1", "eo_4band"]
 
-RAW_MANIFEST = DATA / "raw" / "manifest.csv"
-PATCH_INDEX = DATA / "patches" / "patch_index_with_paths.csv"
-SPLIT_INDEX = DATA / "patches" / "patch_index_split.csv"
-
-
-def model_ckpt(variant):
-    return RESULTS / variant / "model.ckpt"
-
-
-def eval_metrics(variant):
-    return RESULTS / variant / "eval" / "metrics.csv"
-
-
-def real_metrics(variant):
-    return RESULTS / variant / "eval_real" / "metrics.csv"
+RAW_MANIFEST = LAYOUT.manifest
+PATCH_INDEX = LAYOUT.patch_index
+SPLIT_INDEX = LAYOUT.split_index
+model_ckpt = LAYOUT.model_ckpt
+eval_metrics = LAYOUT.eval_metrics
+real_metrics = LAYOUT.real_metrics
 
 
 def real_sample_dir():
@@ -79,28 +73,51 @@ def final_outputs():
     return outputs
 
 
-def local_source_files(wildcards=None):
-    """The *.nc of a local source (none for the other kinds): adding or removing one changes the input set,
-    and a file newer than the manifest is out of date, so the download and everything after it rerun."""
-    source = config["source"]
-    if source["kind"] != "local":
+# --- the months of the run: one download_month and one export_month job each ---------------------------
+SOURCE_KIND = config["source"]["kind"]
+
+
+@functools.cache
+def local_month_files():
+    """{YYYYMM: [files]} of a local source, from each file's own date (its header: cheap), read once per
+    Snakemake process and only when a job needs it. A file that cannot be dated, or no file in
+    source.years x source.months, stops the plan naming them."""
+    try:
+        months = local_months(Path(config["source"]["local_dir"]), months_of(config))
+    except DepthDifError as err:
+        raise WorkflowError(str(err)) from None
+    return {tag: [str(path) for path in paths] for tag, paths in months.items()}
+
+
+def planned_months():
+    """The months of the run (YYYYMM, time order): source.years x source.months, or for a local source the
+    months its files are dated in within that selection."""
+    if SOURCE_KIND == "local":
+        return sorted(local_month_files())
+    return [month_tag(year, month) for year, month in months_of(config)]
+
+
+def month_local_files(wildcards):
+    """The local files of one month (none for the other kinds): a file added to, replaced in or removed
+    from that month reruns that month only."""
+    if SOURCE_KIND != "local":
         return []
-    # a dangling link is left to the download, whose check names it
-    return sorted(str(path) for path in Path(source["local_dir"]).glob("*.nc") if path.exists())
+    return local_month_files().get(wildcards.month, [])
 
 
-def source_params(wildcards):
-    """config["source"] (a change of it reruns the download) plus, for a local source, each file's size and
-    mtime: a file replaced by one with an older mtime (cp -p, rsync -a) changes them, which the mtime trigger
-    misses. Other sources get config["source"] unchanged, so their finished runs stay up to date."""
-    source = config["source"]
-    if source["kind"] != "local":
-        return source
+def month_file_stamps(wildcards):
+    """Size and mtime of each of the month's local files: a file replaced by one with an older mtime
+    (cp -p, rsync -a) changes them, which the mtime trigger misses. Empty for the other kinds."""
     stamps = {}
-    for name in local_source_files():
+    for name in month_local_files(wildcards):
         stat = Path(name).stat()
         stamps[Path(name).name] = [stat.st_size, stat.st_mtime_ns]
-    return {**source, "file_stamps": stamps}
+    return stamps
+
+
+def month_parts(part_of):
+    """An input function: part_of(month) of every planned month (what a gather rule reads)."""
+    return lambda wildcards: [part_of(month) for month in planned_months()]
 
 
 def train_gpus():

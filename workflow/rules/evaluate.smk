@@ -1,4 +1,35 @@
-# One evaluation rule per variant (contract targets evaluate_temp_v1, evaluate_eo_4band).
+from depthdif.stage_reads import stage_params
+
+
+# The baselines of each variant's evaluation, apart from the model: a change of a model setting reruns none.
+for _variant in ALL_VARIANTS:
+
+    rule:
+        name:
+            f"baselines_{_variant}"
+        input:
+            index=SPLIT_INDEX,
+        output:
+            predictions=LAYOUT.baseline_predictions(_variant),
+        params:
+            variant=_variant,
+            settings=stage_params(config, "baselines"),
+        threads: 1  # one BLAS thread: the many small OI solves are fastest so
+        resources:
+            mem_mb=8000,
+            runtime=240,
+        conda:
+            CONDA_ENV
+        benchmark:
+            LAYOUT.benchmark(f"baselines_{_variant}"),
+        log:
+            LAYOUT.log(f"baselines_{_variant}"),
+        script:
+            "../scripts/baselines.py"
+
+
+# One evaluation rule per variant (contract targets evaluate_temp_v1, evaluate_eo_4band): the model, scored
+# with the baselines' stored predictions into one table.
 for _variant in ALL_VARIANTS:
 
     rule:
@@ -7,6 +38,7 @@ for _variant in ALL_VARIANTS:
         input:
             index=SPLIT_INDEX,
             model=model_ckpt(_variant),
+            baselines=LAYOUT.baseline_predictions(_variant),
         output:
             metrics=report(
                 eval_metrics(_variant),
@@ -14,18 +46,20 @@ for _variant in ALL_VARIANTS:
                 subcategory=_variant,
                 caption="../report/metrics.rst",
             ),
-            summary=RESULTS / _variant / "eval" / "metrics.json",
+            summary=LAYOUT.eval_files(_variant).summary,
             figures=report(
-                directory(RESULTS / _variant / "eval" / "figures"),
+                directory(LAYOUT.eval_files(_variant).figures),
                 patterns=["{name}.png"],
                 category="Figures",
                 subcategory=_variant,
                 caption="../report/figures.rst",
             ),
-            reconstruction=RESULTS / _variant / "eval" / "reconstruction.nc",
+            reconstruction=LAYOUT.eval_files(_variant).reconstruction,
+            spectra=LAYOUT.eval_files(_variant).spectra,
+            ddim_steps=LAYOUT.eval_files(_variant).ddim_steps,
         params:
             variant=_variant,
-            settings={k: config[k] for k in ("dataset", "evaluate", "seed")},
+            settings=stage_params(config, "evaluate"),
         threads: 2
         resources:
             gpu=train_gpus(),
@@ -57,9 +91,15 @@ for _variant in ALL_VARIANTS:
                 subcategory=_variant,
                 caption="../report/metrics_real.rst",
             ),
+            summary=LAYOUT.real_eval_files(_variant).summary,
+            figures=directory(LAYOUT.real_eval_files(_variant).figures),
+            reconstruction=LAYOUT.real_eval_files(_variant).reconstruction,
+            spectra=LAYOUT.real_eval_files(_variant).spectra,
+            ddim_steps=LAYOUT.real_eval_files(_variant).ddim_steps,
+            data=directory(LAYOUT.real_data_dir(_variant)),
         params:
             variant=_variant,
-            settings={k: config[k] for k in ("dataset", "evaluate", "seed")},
+            settings=stage_params(config, "evaluate_real"),
         threads: 2
         resources:
             mem_mb=4000,

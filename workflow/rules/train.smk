@@ -8,7 +8,7 @@ for _variant in ALL_VARIANTS:
             index=SPLIT_INDEX,
         output:
             model=model_ckpt(_variant),
-            metrics=RESULTS / _variant / "train" / "metrics.csv",
+            metrics=LAYOUT.train_metrics(_variant),
         params:
             variant=_variant,
             settings={k: config[k] for k in ("dataset", "loader", "model", "train", "seed")},

@@ -1,7 +1,13 @@
-"""Snakemake wrapper: rule download -> depthdif.download.run_download."""
+"""Snakemake wrapper: rule download (the gather) -> depthdif.download.gather_manifest."""
 
-from depthdif.download import run_download
+from pathlib import Path
+
+from depthdif.download import gather_manifest
 from depthdif.logs import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
-run_download(snakemake.config)  # noqa: F821
+gather_manifest(
+    [Path(part) for part in snakemake.input.parts],  # noqa: F821
+    Path(snakemake.output.manifest),  # noqa: F821
+    local_dir=snakemake.params.local_dir,  # noqa: F821
+)

@@ -296,13 +296,15 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
 
     Returns:
         ``covariance`` (SETUPS, C, C, 2P, 2P) °C², ``slope_mean`` and ``slope_var`` (C,) of the patches'
-        regression slopes on the surface field (°C/°C; 0 without one), ``samples`` (scalar).
+        regression slopes on the surface field (°C/°C; 0 without one), ``band_mean`` (C,) z-scores, the mean
+        level of each band over the training patches, ``samples`` (scalar).
 
     Raises:
         FirstGuessFitError: no usable patch, or patches of another size (a ValueError).
     """
     acc = CovarianceAccumulator(num_bands, size)
     seen = skipped = 0
+    level_sum = torch.zeros(num_bands, dtype=torch.float64)
     for batch in batches:
         batch = finite_samples(batch)
         skipped += batch.pop("_dropped")
@@ -314,6 +316,7 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
             continue
         residual0, _ = patch_residuals(y, land, None)
         acc.add(residual0, land, 0)
+        level_sum += _ocean_mean(y.double(), land).sum(0).view(-1)
         surface = surface_anomaly_c({k: v.cpu() for k, v in batch.items() if torch.is_tensor(v)}, surface_smoothing_px)
         if surface is not None:
             anomaly, available = surface
@@ -342,7 +345,7 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
              seen, [round(float(v), 4) for v in covariance[0].diagonal(0, 0, 1)[0, 0]],
              [round(float(v), 3) for v in slope_mean])
     return {"covariance": covariance, "slope_mean": slope_mean.double(), "slope_var": slope_var.double(),
-            "samples": torch.tensor(float(seen), dtype=torch.float64)}
+            "band_mean": level_sum / seen, "samples": torch.tensor(float(seen), dtype=torch.float64)}
 
 
 def observation_features(valid_ocean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -391,13 +394,18 @@ class Cokriging(nn.Module):
         self.register_buffer("slope_var", torch.zeros(num_bands, dtype=torch.float64))
         self.register_buffer("sigma_table", torch.ones(SETUPS, num_bands, DISTANCE_BINS, len(DENSITY_EDGES) + 1,
                                                        dtype=torch.float64))
+        # band_mean_fitted 0: not known (a model saved before this statistic existed); see _band_levels
+        self.register_buffer("band_mean", torch.zeros(num_bands, dtype=torch.float64))
+        self.register_buffer("band_mean_fitted", torch.zeros((), dtype=torch.float64))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.float64))
 
     def set_statistics(self, stats: Mapping[str, torch.Tensor]) -> None:
         with torch.no_grad():
-            for name in ("covariance", "slope_mean", "slope_var", "sigma_table"):
+            for name in ("covariance", "slope_mean", "slope_var", "sigma_table", "band_mean"):
                 if name in stats:
                     getattr(self, name).copy_(stats[name].to(getattr(self, name)))
+            if "band_mean" in stats:
+                self.band_mean_fitted.fill_(1.0)
             self.fitted.fill_(1.0)
 
     # ------------------------------------------------------------------ estimate
@@ -442,15 +450,11 @@ class Cokriging(nn.Module):
     def _estimate(self, x: torch.Tensor, observed: torch.Tensor, eo: torch.Tensor | None, setup: int) -> torch.Tensor:
         """(C, H, W) z-score estimate of one patch (observations not yet merged)."""
         bands, rows, cols = torch.nonzero(observed, as_tuple=True)
-        out = torch.zeros_like(x)
+        counts = torch.bincount(bands, minlength=self.num_bands)
+        means = self._band_levels(x, bands, rows, cols, counts)
+        out = means.view(-1, 1, 1).expand_as(x).clone()
         if bands.numel() == 0:
             return out
-        counts = torch.bincount(bands, minlength=self.num_bands)
-        means = torch.zeros(self.num_bands, dtype=torch.float64, device=x.device)
-        means[counts > 0] = (torch.zeros_like(means).index_add_(0, bands, x[bands, rows, cols])[counts > 0]
-                             / counts[counts > 0])
-        # a band with no observation takes the others' mean level (its own is unknowable)
-        means[counts == 0] = x[bands, rows, cols].mean()
         values = (x[bands, rows, cols] - means[bands]) * Y_STD  # °C anomalies
         keep = self._thinned(bands, counts)
         if keep is not None:
@@ -465,6 +469,34 @@ class Cokriging(nn.Module):
             for b in group:
                 out[b] = means[b] + anomaly[b] / Y_STD
         return out
+
+    def _band_levels(self, x: torch.Tensor, bands: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                     counts: torch.Tensor) -> torch.Tensor:
+        """(C,) z-score mean level of each band of one patch: its observations' mean where it has some.
+
+        A band without observations (a patch no profile reached, or rectangles that missed one band) is not
+        at the normalisation's mean (16.6 °C) nor at another band's level (the 92 m band is ~7 °C colder than
+        the surface): it takes the training split's level difference to the observed bands
+        (``band_mean[b] - band_mean[c]``, weighted by the observed bands' counts), or the training mean level
+        itself when nothing is observed. A model saved without ``band_mean`` keeps the old rule (the other
+        bands' mean level, 0 when nothing is observed).
+        """
+        means = torch.zeros(self.num_bands, dtype=torch.float64, device=x.device)
+        seen = counts > 0
+        if seen.any():
+            means[seen] = torch.zeros_like(means).index_add_(0, bands, x[bands, rows, cols])[seen] / counts[seen]
+        if bool(seen.all()):
+            return means
+        level = self.band_mean.to(x.device)
+        if not bool(self.band_mean_fitted):
+            means[~seen] = x[bands, rows, cols].mean() if seen.any() else 0.0
+            return means
+        if not seen.any():
+            return level.clone()
+        weights = counts[seen].double()
+        offset = ((means[seen] - level[seen]) * weights).sum() / weights.sum()
+        means[~seen] = level[~seen] + offset
+        return means
 
     def _thinned(self, bands: torch.Tensor, counts: torch.Tensor) -> torch.Tensor | None:
         """Indices keeping at most ``max_observations`` per band, evenly spread over the band's observations

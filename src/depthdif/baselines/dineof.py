@@ -35,6 +35,9 @@ How ``pydineof.run_2D`` (v0.1.x) is driven here, and why:
   from the nearest reconstructed pixel of the same location and frame (logged), so the output covers the
   ocean.
 * It prints its progress; that text is captured and sent to this module's logger at debug level.
+* **Reproducible.**  ``run_2D`` calls scipy's ``eigsh`` without a start vector, and scipy then draws one from
+  fresh OS entropy: the fill changed from run to run (by ~2e-6 °C, ARPACK's tolerance), so cached
+  predictions could not be checked against a rerun.  The start vector is drawn from ``seed`` instead.
 """
 
 from __future__ import annotations
@@ -170,7 +173,7 @@ def _run_pydineof(data: xr.DataArray, mask: xr.DataArray, **options) -> xr.DataA
 
     printed = io.StringIO()
     try:
-        with contextlib.redirect_stdout(printed):
+        with contextlib.redirect_stdout(printed), _seeded_eigsh(int(options.get("seed") or 0)):
             result = pydineof.run_2D(data, mask=mask, rec=False, **options)
     except ValueError as err:  # its refusals: too few observations for cross-validation, bad ncv
         raise BaselineUnavailable(f"dineof: pydineof refused the stack: {err}") from err
@@ -181,6 +184,27 @@ def _run_pydineof(data: xr.DataArray, mask: xr.DataArray, **options) -> xr.DataA
     logger.debug("dineof: %s modes retained by cross-validation (at most %d)", result.attrs["dineof_modes"],
                 options["nev"])
     return result
+
+
+@contextlib.contextmanager
+def _seeded_eigsh(seed: int):
+    """Within the block, pydineof's ``eigsh`` calls without a start vector get one drawn from ``seed`` (what
+    scipy would draw from OS entropy: uniform in [-1, 1]), so DINEOF gives the same fill every run."""
+    import pydineof.main as pydineof_main
+
+    original = pydineof_main.eigsh
+    rng = np.random.default_rng(seed)
+
+    def eigsh(matrix, *args, **kwargs):
+        if kwargs.get("v0") is None:
+            kwargs["v0"] = rng.uniform(-1.0, 1.0, size=matrix.shape[0]).astype(matrix.dtype)
+        return original(matrix, *args, **kwargs)
+
+    pydineof_main.eigsh = eigsh
+    try:
+        yield
+    finally:
+        pydineof_main.eigsh = original
 
 
 def _finish_stack(filled: np.ndarray, stack: np.ndarray, observed: np.ndarray, ocean: np.ndarray) -> np.ndarray:

@@ -30,6 +30,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from depthdif.baselines.cokriging import Cokriging, finite_samples
+from depthdif.config import section_defaults
 from depthdif.errors import DepthDifError
 from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
 from depthdif.models.samplers import SAMPLERS, analytic_extra_variance, make_sampler, sample_loop
@@ -39,8 +40,9 @@ from depthdif.normalization import Y_STD, temperature_error_to_celsius
 log = logging.getLogger(__name__)
 
 VARIANTS = ("temp_v1", "eo_4band")
-FORMAT_VERSION = 3  # 2: cokriging statistics in the state dict (model.working_units); 3: export.depth_values_m
-READABLE_FORMATS = (2, 3)  # a format-2 model has no depths (m) of its bands: see inference.band_depths
+FORMAT_VERSION = 4  # 2: cokriging statistics in the state dict (model.working_units); 3: export.depth_values_m;
+# 4: the first guess's per-band mean level (cokriging.band_mean)
+READABLE_FORMATS = (2, 3, 4)  # a format-2 model has no depths (m) of its bands: see inference.band_depths
 # keys of a Lightning checkpoint (last.ckpt, best-*.ckpt): a training resume point, not a model.ckpt
 LIGHTNING_KEYS = frozenset({"pytorch-lightning_version", "global_step", "optimizer_states", "loops"})
 RESIDUAL_UNITS = "first_guess"
@@ -88,7 +90,7 @@ def input_channels(num_bands: int, variant: str, first_guess: bool, residual: bo
 
 def uses_residual_units(model_config: Mapping) -> bool:
     """True when the model samples the first guess's correction in its posterior sigma (model.working_units)."""
-    return model_config.get("working_units", RESIDUAL_UNITS) == RESIDUAL_UNITS
+    return model_config["working_units"] == RESIDUAL_UNITS
 
 
 def model_settings(config: Mapping, variant: str, depth_values_m: Sequence[float] | None = None) -> dict:
@@ -141,6 +143,30 @@ def _require(batch: Mapping, key: str, why: str) -> torch.Tensor:
     return batch[key]
 
 
+def residual_loss_weight(sigma2_c: torch.Tensor, region: torch.Tensor, how: str) -> torch.Tensor:
+    """Per-pixel weight (B, C, H, W) of the residual model's squared error (``model.residual_loss_weight``).
+
+    Args:
+        sigma2_c: the first guess's posterior variance (°C²), 0 where the pixel is known exactly.
+        region: 1 on the pixels the loss counts.
+        how: ``celsius``: ``sigma2_c``, the error in °C² (the network spends itself where the first guess is
+            uncertain, as a pooled RMSE in °C does, and barely sees densely observed patches, whose sigma is
+            small); ``patch``: ``sigma2_c`` divided by its mean over each patch's counted pixels, so every
+            patch weighs the same whatever its observation density (a scored ratio at 50 % hidden counts as
+            much as one at 97.5 %); ``residual``: 1, the plain denoising loss in residual units.
+
+    Returns:
+        The weights, 0 where ``sigma2_c`` is 0.
+    """
+    if how == "celsius":
+        return sigma2_c
+    if how == "residual":
+        return (sigma2_c > 0).to(sigma2_c.dtype)
+    counted = sigma2_c * region
+    mean = counted.sum((1, 2, 3), keepdim=True) / (region * (sigma2_c > 0)).sum((1, 2, 3), keepdim=True).clamp_min(1.0)
+    return sigma2_c / mean.clamp_min(1e-12)
+
+
 class DepthDifModule(pl.LightningModule):
     """Conditional pixel diffusion model for one variant.
 
@@ -188,13 +214,13 @@ class DepthDifModule(pl.LightningModule):
             out_channels=self.num_bands,
             dim=mc["dim"],
             dim_mults=mc["dim_mults"],
-            blocks_per_level=mc.get("blocks_per_level", 1),
-            expansion=mc.get("expansion", 2),
+            blocks_per_level=mc["blocks_per_level"],
+            expansion=mc["expansion"],
             coords_features=3 if mc["film_coords"] else 0,
             doy_features=2 if mc["film_day_of_year"] else 0,
         )
         self.diffusion = GaussianDiffusion(mc)
-        self.channels_last = bool(train_config.get("channels_last", False))
+        self.channels_last = bool(train_config["channels_last"])
         if self.channels_last:
             self.net.to(memory_format=torch.channels_last)
         self._nonfinite_in_a_row = 0
@@ -204,7 +230,7 @@ class DepthDifModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         # compile here, after the EMA callback's setup has deep-copied the (uncompiled) module;
         # Module.compile keeps parameter names, so checkpoints stay the same with or without it
-        if stage == "fit" and self.train_config.get("compile", False):
+        if stage == "fit" and self.train_config["compile"]:
             log.info("compiling the network with torch.compile")
             self.net.compile()
         if stage == "fit" and self._trainer is not None and self.trainer.world_size > 1:
@@ -221,9 +247,9 @@ class DepthDifModule(pl.LightningModule):
 
     def _observed_mean_units(self, batch: Mapping) -> tuple[dict, torch.Tensor, float]:
         x = _require(batch, "x", "observations")
-        if not self.model_config.get("center_on_observations", True):
+        if not self.model_config["center_on_observations"]:
             return dict(batch), torch.zeros_like(x[:, :, :1, :1]), 1.0
-        scale = float(temperature_error_to_celsius(1.0) / self.model_config.get("anomaly_scale_c", 1.0))
+        scale = float(temperature_error_to_celsius(1.0) / self.model_config["anomaly_scale_c"])
         valid, land = _require(batch, "valid_mask", "per-band mask"), _require(batch, "land_mask", "ocean mask")
         offset = observed_mean(x, valid * land)
         work = dict(batch)
@@ -261,7 +287,7 @@ class DepthDifModule(pl.LightningModule):
         work, offset, scale = self._observed_mean_units(batch)
         land = work["land_mask"]
         work["first_guess"] = (guess - offset) * land * scale
-        work["first_guess_sigma"] = sigma_c / float(self.model_config.get("anomaly_scale_c", 1.0))
+        work["first_guess_sigma"] = sigma_c / float(self.model_config["anomaly_scale_c"])
         sigma = sigma_c / Y_STD
         exact = sigma_c < SIGMA_FLOOR_C
         if "y" in batch:
@@ -329,9 +355,9 @@ class DepthDifModule(pl.LightningModule):
         noisy = self.diffusion.q_sample(y, noise, timesteps) * land
         output = self.denoise(batch, noisy, timesteps)
         if self.residual:
-            # squared error in °C: each pixel weighted by its posterior variance, so the network spends itself
-            # where the first guess is uncertain, as the RMSE in °C does
-            return masked_mse(output, y, loss_region(batch, self.diffusion.region) * batch["_sigma_weight"])
+            region = loss_region(batch, self.diffusion.region)
+            return masked_mse(output, y, region * residual_loss_weight(batch["_sigma_weight"], region,
+                                                                      self.model_config["residual_loss_weight"]))
         return self.diffusion.loss(output, y, noise, batch)
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
@@ -350,7 +376,7 @@ class DepthDifModule(pl.LightningModule):
             self._nonfinite_in_a_row = 0
             return
         self._nonfinite_in_a_row += 1
-        limit = int(self.train_config.get("max_nonfinite_steps", 20))
+        limit = int(self.train_config["max_nonfinite_steps"])
         log.warning(
             "step %d: non-finite loss or gradients, update skipped (%d in a row, limit %d)",
             self.global_step, self._nonfinite_in_a_row, limit,
@@ -372,7 +398,7 @@ class DepthDifModule(pl.LightningModule):
             [{"params": decay, "weight_decay": tc["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
             lr=tc["lr"],
         )
-        schedule = warmup_cosine(int(tc["warmup_steps"]), int(tc["max_steps"]), tc.get("min_lr_ratio", 0.1))
+        schedule = warmup_cosine(int(tc["warmup_steps"]), int(tc["max_steps"]), tc["min_lr_ratio"])
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
@@ -393,7 +419,7 @@ class DepthDifModule(pl.LightningModule):
         so changes in val/rmse_c come from the weights, not from luck.
         """
         size = batch["y"].shape[0]
-        generator = torch.Generator().manual_seed(int(self.train_config.get("seed", 0)) * 100003 + batch_idx)
+        generator = torch.Generator().manual_seed(int(self.train_config["seed"]) * 100003 + batch_idx)
         self.log("val/loss", self.diffusion_loss(batch, generator), sync_dist=True, batch_size=size)
         take = min(size, int(self.train_config["val_samples"]) - self._val_seen)
         if take <= 0:
@@ -440,7 +466,7 @@ class DepthDifModule(pl.LightningModule):
         model.replace_observed. Uses whatever weights the module holds (EMA after load_model or during
         validation).
         """
-        sampler = sampler or self.model_config.get("sampler", "ddim")
+        sampler = sampler or self.model_config["sampler"]
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler {sampler!r} is unknown; use one of {list(SAMPLERS)}.")
         x = _require(batch, "x", "observations")
@@ -477,7 +503,7 @@ class DepthDifModule(pl.LightningModule):
         work, guess, sigma = self.to_residual_units(repeated)
         scheduler = make_sampler(sampler, self.model_config, steps, device=guess.device)
         extra = None
-        if sampler == "ddpm" and self.model_config.get("ddpm_variance", "analytic") == "analytic":
+        if sampler == "ddpm" and self.model_config["ddpm_variance"] == "analytic":
             extra = analytic_extra_variance(self.diffusion.scheduler.alphas_cumprod, self.x0_error)
         residual = sample_loop(
             lambda noisy, t: self.denoise(work, noisy, t),
@@ -651,12 +677,25 @@ def load_model(
     saved_variant = payload["variant"]
     if variant is not None and variant != saved_variant:
         raise CheckpointError(f"{path} holds a {saved_variant!r} model, but variant {variant!r} was asked for.")
-    settings = payload["config"]
+    settings = dict(payload["config"])
+    # a key added to the schema after this model was saved means what the schema says
+    settings["model"] = {**section_defaults("model"), **settings["model"]}
     if config is not None:
         _check_compatible(path, settings, model_settings(config, saved_variant), payload["num_bands"], config)
-    module = DepthDifModule(settings, {"val_samples": 1, "val_sampling_steps": 1}, payload["num_bands"])
-    module.load_state_dict(payload["state_dict"], strict=True)
+    module = DepthDifModule(settings, sampling_train_config(), payload["num_bands"])
+    state = dict(payload["state_dict"])
+    if module.cokriging is not None and "cokriging.band_mean" not in state:
+        # formats 2-3 predate it: "not fitted" keeps their first guess as it was trained (Cokriging._band_levels)
+        state["cokriging.band_mean"] = module.cokriging.band_mean.clone()
+        state["cokriging.band_mean_fitted"] = module.cokriging.band_mean_fitted.clone()
+    module.load_state_dict(state, strict=True)
     return module.to(map_location).eval()
+
+
+def sampling_train_config() -> dict:
+    """The training settings of a module built only to sample (a loaded model.ckpt): the schema's defaults, seed
+    0 and a one-sample validation."""
+    return {**section_defaults("train"), "seed": 0, "val_samples": 1, "val_sampling_steps": 1}
 
 
 def _training_checkpoint_message(path: Path, payload: Mapping) -> str:

@@ -36,7 +36,7 @@ def make_sampler(
     if not 1 <= int(steps) <= total:
         raise DiffusionConfigError(f"sampling steps must be between 1 and model.timesteps ({total}), got {steps}.")
     kwargs = scheduler_kwargs(model_config)
-    spacing = model_config.get("timestep_spacing", "leading")
+    spacing = model_config["timestep_spacing"]
     if name == "ddim":
         # set_alpha_to_one: the last step lands on alpha_bar = 1, i.e. returns the network's x0 estimate
         scheduler = DDIMScheduler(**kwargs, timestep_spacing=spacing, set_alpha_to_one=True)
@@ -44,7 +44,7 @@ def make_sampler(
         # "large" (sigma_t^2 = beta_t) is the exact reverse variance for unit-Gaussian data (Ho et al. 2020, sec.
         # 3.2), at any number of steps: an untrained residual model then samples exactly N(0, 1). "analytic" runs
         # the scheduler with the small variance and sample_loop adds the rest (analytic_extra_variance)
-        variance = DDPM_VARIANCES[model_config.get("ddpm_variance", "analytic")]
+        variance = DDPM_VARIANCES[model_config["ddpm_variance"]]
         scheduler = DDPMScheduler(**kwargs, timestep_spacing=spacing, variance_type=variance)
     else:
         raise DiffusionConfigError(f"sampler {name!r} is unknown; use one of {list(SAMPLERS)} (model.sampler).")

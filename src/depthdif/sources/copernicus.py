@@ -43,6 +43,7 @@ from depthdif import glorys
 from depthdif.cf.dates import file_date
 from depthdif.config import ConfigError, months_of
 from depthdif.download import DownloadError
+from depthdif.layout import month_tag
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ CREDENTIAL_ERRORS = {"InvalidUsernameOrPassword", "CredentialsCannotBeNone"}
 ERROR_HINTS = {
     "CouldNotConnectToAuthenticationSystem": (
         "could not reach auth.marine.copernicus.eu: check the internet connection and proxy (HTTPS_PROXY); "
-        "on a cluster run this stage on a node with internet (the download rule is a localrule)"
+        "on a cluster run this stage on a node with internet (the download_month rule is a localrule)"
     ),
     "DatasetNotFound": "check source.copernicus.dataset_id",
     "DatasetVersionNotFound": "check source.copernicus.dataset_version (null = the latest)",
@@ -196,12 +197,19 @@ def load_toolbox(timeout_s: float, retries: int):
 
 
 @contextlib.contextmanager
-def staging_folder(raw_dir: Path) -> Iterator[Path]:
-    """A hidden folder in raw/ (same filesystem, so moving a checked file out of it is atomic)."""
-    for leftover in raw_dir.glob(STAGING_PREFIX + "*"):
+def staging_folder(raw_dir: Path, tag: str = "all") -> Iterator[Path]:
+    """A hidden folder in raw/ (same filesystem, so moving a checked file out of it is atomic).
+
+    Args:
+        raw_dir: ``{data_dir}/raw``.
+        tag: what this download fetches (a month's YYYYMM, or ``all``): only leftovers of the same tag are
+            removed, because the jobs of other months may be downloading beside this one.
+    """
+    prefix = f"{STAGING_PREFIX}{tag}-"
+    for leftover in raw_dir.glob(prefix + "*"):
         log.info("removing %s left by an interrupted download", leftover)
         shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=raw_dir))
+    staging = Path(tempfile.mkdtemp(prefix=prefix, dir=raw_dir))
     try:
         yield staging
     finally:
@@ -327,12 +335,16 @@ def _common_kwargs(copernicus: Mapping) -> dict:
 
 
 def fetch_whole_files(
-    client: Any, config: Mapping, raw_dir: Path, staging: Path, credentials: Credentials
+    client: Any,
+    config: Mapping,
+    raw_dir: Path,
+    staging: Path,
+    credentials: Credentials,
+    months: Sequence[tuple[int, int]],
 ) -> list[str]:
     """``get`` the native monthly files, one call per year, skipping files already complete in raw/."""
     copernicus = config["source"]["copernicus"]
     variables = [config["export"]["variable"]]
-    months = months_of(config)
     names = [glorys.file_name(y, m) for y, m in months]
     common = {**_common_kwargs(copernicus), "output_directory": staging, "no_directories": True}
     listing = call_toolbox(client.get, names, credentials, regex=file_regex(names), dry_run=True, **common)
@@ -416,12 +428,17 @@ def subset_mismatch(path: Path, copernicus: Mapping) -> str | None:
 
 
 def fetch_subsets(
-    client: Any, config: Mapping, raw_dir: Path, staging: Path, credentials: Credentials
+    client: Any,
+    config: Mapping,
+    raw_dir: Path,
+    staging: Path,
+    credentials: Credentials,
+    months: Sequence[tuple[int, int]],
 ) -> list[str]:
     """``subset`` each month to the configured box; months already in raw/ that match it are kept."""
     copernicus = config["source"]["copernicus"]
     names = []
-    for year, month in tqdm(months_of(config), desc="copernicus subset", unit="month"):
+    for year, month in tqdm(months, desc="copernicus subset", unit="month"):
         name = glorys.file_name(year, month)
         names.append(name)
         target = raw_dir / name
@@ -446,19 +463,36 @@ def check_request(config: Mapping) -> None:
         )
 
 
-def fetch_copernicus(config: Mapping, raw_dir: Path, client: Any = None) -> dict[str, int]:
-    """Download the configured months into ``raw_dir``; return ``{file name: YYYYMMDD}``.
+def fetch_copernicus(
+    config: Mapping, raw_dir: Path, client: Any = None, months: Sequence[tuple[int, int]] | None = None
+) -> dict[str, int]:
+    """Download months into ``raw_dir``; return ``{file name: YYYYMMDD}``.
 
-    ``client`` defaults to the ``copernicusmarine`` module (imported here, with its timeout settings).
+    Args:
+        config: a validated config, or ``depthdif.download.download_settings`` of one (source.kind,
+            source.copernicus, export.variable).
+        raw_dir: ``{data_dir}/raw``.
+        client: defaults to the ``copernicusmarine`` module (imported here, with its timeout settings).
+        months: the (year, month) pairs to fetch; None: ``source.years`` x ``source.months`` of ``config``.
+
+    Returns:
+        the date each file states (its time coordinate), by file name.
+
+    Raises:
+        DownloadError: no credentials, or a month cannot be fetched (the message names it).
+        ConfigError: a subset that would not contain export.variable.
     """
+    months = list(months_of(config) if months is None else months)
+    # one month: a job of the rule download_month; its staging folder is its own
+    tag = month_tag(*months[0]) if len(months) == 1 else "all"
     check_request(config)
     credentials = find_credentials()  # before any call: without it the toolbox would try to prompt
     log.info("Copernicus Marine credentials from %s", credentials.origin)
     copernicus = config["source"]["copernicus"]
     timeout_s, retries = copernicus["https_timeout_s"], copernicus["https_retries"]
-    with toolbox_environment(timeout_s, retries), staging_folder(raw_dir) as staging:
+    with toolbox_environment(timeout_s, retries), staging_folder(raw_dir, tag) as staging:
         client = client if client is not None else load_toolbox(timeout_s, retries)
         fetch = fetch_whole_files if copernicus["bbox"] is None else fetch_subsets
-        names = fetch(client, config, raw_dir, staging, credentials)
+        names = fetch(client, config, raw_dir, staging, credentials, months)
     # the date a file states (its time coordinate: mid-month, e.g. the 16th), as for every other source
     return {name: file_date(raw_dir / name) for name in names}

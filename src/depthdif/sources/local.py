@@ -1,9 +1,10 @@
 """Use monthly NetCDF files already on disk (``source.kind: local``).
 
-Every ``*.nc`` of ``source.local_dir`` is checked up front (readable, has ``export.variable`` on (time, depth,
+Every ``*.nc`` of ``source.local_dir`` is checked (readable, has ``export.variable`` on (time, depth,
 latitude, longitude)); those dated in ``source.years`` x ``source.months`` are placed in ``raw/`` as a symlink
 (a copy where links are not possible) so that later stages find the contract path ``{data_dir}/raw/*.nc``,
-the others are logged with their dates and left out.
+the others are logged with their dates and left out. Snakemake plans one job per month from the files'
+dates alone (``local_months``); each month's job checks and places its own files (``link_files``).
 Checks follow the rules the export reads files by (depthdif.cf): any accepted spelling of the axes
 (``time_counter``, ``deptht``, ``lat``, ``lon``, axis attributes), temperature units on a temperature, and
 the date from the time coordinate, then the ACDD time_coverage_* attributes, then the name. Files whose axes
@@ -16,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from depthdif.cf import (
     is_temperature,
     where_of,
 )
+from depthdif.cf.dates import file_date
 from depthdif.download import DownloadError
 
 log = logging.getLogger(__name__)
@@ -240,7 +242,7 @@ def describe_selection(selection: Collection[tuple[int, int]]) -> str:
 def _report_left_out(
     left_out: list[tuple[str, int]],
     n_files: int,
-    kept: list[LocalFile],
+    kept: Sequence,
     selection: Collection[tuple[int, int]] | None,
     local_dir: Path,
 ) -> None:
@@ -275,24 +277,20 @@ def remove_stale_links(raw_dir: Path, local_dir: Path, names: Collection[str]) -
             log.info("removed %s: its file is no longer part of the local source", link)
 
 
-def link_local_files(
-    local_dir: Path, raw_dir: Path, variable: str, selection: Collection[tuple[int, int]] | None = None
-) -> dict[str, int]:
-    """Check the files of ``local_dir`` and place those of ``selection`` in ``raw_dir``.
+def place_local_files(checked: Sequence[LocalFile], local_dir: Path, raw_dir: Path) -> dict[str, int]:
+    """Place checked files of ``local_dir`` in ``raw_dir``: a link, or a copy with renamed axes.
 
     Args:
+        checked: files ``inspect_local_file`` accepted.
         local_dir: source.local_dir.
         raw_dir: the download's folder ``{data_dir}/raw``.
-        variable: export.variable.
-        selection: the (year, month) pairs of source.years x source.months; None places every file.
 
     Returns:
         ``{file name: YYYYMMDD}`` of the files placed.
 
     Raises:
-        DownloadError: a file cannot be used, none is in the selection, or one needs a renamed copy in place.
+        DownloadError: a file needs a renamed copy but ``local_dir`` is ``raw_dir`` itself.
     """
-    checked = check_local_files(Path(local_dir), variable, selection)
     same_folder = Path(local_dir).resolve() == raw_dir.resolve()
     for local in tqdm(checked, desc="place local files", unit="file"):
         target = raw_dir / local.path.name
@@ -305,7 +303,65 @@ def link_local_files(
             write_renamed_copy(local, target)
         elif not same_folder:
             link_or_copy(local.path, target)
-    if not same_folder:
-        remove_stale_links(raw_dir, Path(local_dir), {local.path.name for local in checked})
-    log.info("%d local files from %s in %s", len(checked), local_dir, raw_dir)
+    log.info("%d local file(s) from %s in %s", len(checked), local_dir, raw_dir)
     return {local.path.name: local.date for local in checked}
+
+
+def link_files(paths: Sequence[Path], local_dir: Path, raw_dir: Path, variable: str) -> dict[str, int]:
+    """Check the given files of ``local_dir`` (all problems at once) and place them in ``raw_dir``.
+
+    A month's download (``depthdif.download.download_month``) gets the files dated in its month.
+
+    Args:
+        paths: files of source.local_dir.
+        local_dir: source.local_dir.
+        raw_dir: the download's folder ``{data_dir}/raw``.
+        variable: export.variable.
+
+    Returns:
+        ``{file name: YYYYMMDD}`` of the files placed.
+
+    Raises:
+        DownloadError: a file cannot be used (every such file named in one message), or see
+            ``place_local_files``.
+    """
+    checked = _inspect_all([Path(path) for path in paths], variable, Path(local_dir))
+    return place_local_files(checked, Path(local_dir), raw_dir)
+
+
+def local_months(local_dir: Path, selection: Collection[tuple[int, int]] | None) -> dict[str, list[Path]]:
+    """The files of ``local_dir`` dated in ``selection``, by month: what Snakemake plans one job per month of.
+
+    Only each file's date is read (its header and first time value, ``depthdif.cf.dates.file_date``), so
+    that planning stays cheap; the month's job checks its files in full.
+
+    Args:
+        local_dir: source.local_dir.
+        selection: the (year, month) pairs of source.years x source.months; None keeps every file.
+
+    Returns:
+        ``{YYYYMM: [files]}`` in time order, files in name order.
+
+    Raises:
+        DownloadError: no folder or no ``*.nc``, files whose date cannot be read (all named in one
+            message), or no file dated in the selection.
+    """
+    paths = local_nc_files(Path(local_dir))
+    dated, problems = [], []
+    for path in paths:
+        try:
+            dated.append((path, file_date(path)))
+        except FieldFileError as err:
+            problems.append(f"{err} Otherwise remove the file from source.local_dir.")
+    if problems:
+        raise DownloadError(
+            f"{len(problems)} of {len(paths)} files in {local_dir} have no date DepthDif can read:\n  - "
+            + "\n  - ".join(problems)
+        )
+    kept = [(path, date) for path, date in dated if _selected(date, selection)]
+    left_out = [(path.name, date) for path, date in dated if not _selected(date, selection)]
+    _report_left_out(left_out, len(paths), kept, selection, Path(local_dir))
+    months: dict[str, list[Path]] = {}
+    for path, date in sorted(kept, key=lambda item: (item[1] // 100, item[0].name)):
+        months.setdefault(f"{date // 100:06d}", []).append(path)
+    return months
