@@ -26,8 +26,8 @@ from depthdif.models.module import (
     sampling_train_config,
     save_model,
 )
-from depthdif.reconstruct import reconstruct_file, reconstruction_dataset, write_netcdf
-from depthdif.reconstruct_month import reconstruct_month
+from depthdif.reconstruction.gridded import reconstruct_file, reconstruction_dataset, write_netcdf
+from depthdif.reconstruction.month import reconstruct_month
 from depthdif.sources.synthetic import write_synthetic_month
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,7 +20,7 @@ from depthdif.download import write_month_manifest
 from depthdif.export import COLUMNS, ExportError, export_month, export_patches, gather_index
 from depthdif.glorys import date_of_file
 from depthdif.layout import layout_of
-from depthdif.tiling import tile_fractions, tile_origins
+from depthdif.reconstruction.tiling import tile_fractions, tile_origins
 
 SAMPLE = Path(__file__).parent / "data" / "glorys12_nwmexico"
 NOV, DEC = "mercatorglorys12v1_gl12_mean_201011.nc", "mercatorglorys12v1_gl12_mean_201012.nc"

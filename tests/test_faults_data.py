@@ -34,8 +34,8 @@ from depthdif.datamodule import DepthDifDataModule
 from depthdif.datasets import PatchDataset, PatchFileError, PatchIndexError
 from depthdif.export import INDEX_NAME, NPY_DIR, ExportError, export_patches
 from depthdif.layout import RunLayout, month_tag
+from depthdif.reconstruction.tiling import tile_fractions, tile_origins
 from depthdif.split import SplitError, split_index
-from depthdif.tiling import tile_fractions, tile_origins
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SAMPLE = REPO / "tests" / "data" / "glorys12_nwmexico"

@@ -26,8 +26,8 @@ from depthdif.evaluate import band_depths_of
 from depthdif.evaluate_real import real_config
 from depthdif.export import export_patches
 from depthdif.models.module import CheckpointError, model_settings, save_model
-from depthdif.reconstruct import ReconstructionError, read_observations, reconstruct_file
-from depthdif.reconstruct_month import _check_model_levels
+from depthdif.reconstruction.gridded import ReconstructionError, read_observations, reconstruct_file
+from depthdif.reconstruction.month import _check_model_levels
 from depthdif.train import build_module, training_depths
 
 SIZE = 32

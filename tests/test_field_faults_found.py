@@ -29,7 +29,7 @@ from depthdif.cf import FieldFileError, apply_fill_values, depth_below_surface_m
 from depthdif.cf.fills import constant_columns
 from depthdif.download import run_download
 from depthdif.export import export_patches
-from depthdif.reconstruct import read_observations
+from depthdif.reconstruction.gridded import read_observations
 
 
 def column_stack(columns: list[list[float]]) -> np.ndarray:

@@ -306,7 +306,7 @@ def test_residual_loss_weights_count_each_patch_alike_or_each_pixel_alike():
 def test_inference_device_follows_train_accelerator():
     """auto falls back to the CPU here; a GPU asked for on a machine without one is a clear error, not a silent
     CPU run; a batch already on the device is the same dict (the first-guess cache lives on it)."""
-    from depthdif.inference import DeviceError, inference_device, on_device
+    from depthdif.reconstruction.inference import DeviceError, inference_device, on_device
 
     assert inference_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():

@@ -23,7 +23,8 @@ from test_reconstruct import REAL, untrained_checkpoint
 
 from depthdif import cli
 from depthdif.cf.errors import FieldFileError
-from depthdif.profiles_io import (
+from depthdif.reconstruction.gridded import ReconstructionError, reconstruct_file
+from depthdif.reconstruction.profiles import (
     ModelGrid,
     ProfileFileError,
     bin_profiles,
@@ -34,7 +35,6 @@ from depthdif.profiles_io import (
     read_profiles,
     reconstruct,
 )
-from depthdif.reconstruct import ReconstructionError, reconstruct_file
 
 REPO = Path(__file__).resolve().parents[1]
 LAT0, LON0, STEP, CELLS = 20.0, -120.0, 1 / 12, 8
@@ -308,7 +308,7 @@ def test_grid_from_a_temperature_field_or_an_ocean_mask():
 
 
 def test_import_depthdif_stays_light():
-    code = "import sys, depthdif; print(sorted(m for m in ('torch', 'xarray', 'depthdif.reconstruct') if m in sys.modules))"
+    code = "import sys, depthdif; print(sorted(m for m in ('torch', 'xarray', 'depthdif.reconstruction.gridded') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from depthdif.config import validate_config
 from depthdif.masking import FRACTION_TOLERANCE, TorusMaskPool, make_band_masks, make_mask, mask_rng
 from depthdif.normalization import Y_STD, temperature_denormalize, temperature_normalize
+from depthdif.reconstruction.stitching import stitch
+from depthdif.reconstruction.tiling import tile_fractions, tile_origins
 from depthdif.split import split_index
-from depthdif.stitching import stitch
-from depthdif.tiling import tile_fractions, tile_origins
 
 FAST = settings(max_examples=40, deadline=None)
 celsius = st.floats(-2.0, 40.0, allow_nan=False)  # sea water: freezing point to a hot lagoon

@@ -19,7 +19,7 @@ from depthdif.models.module import (
     sampling_train_config,
     save_model,
 )
-from depthdif.reconstruct import ReconstructionError, reconstruct_file
+from depthdif.reconstruction.gridded import ReconstructionError, reconstruct_file
 from depthdif.train import fit_first_guess
 
 REAL = Path(__file__).parent / "data" / "glorys12_nwmexico" / "mercatorglorys12v1_gl12_mean_201011.nc"
@@ -161,7 +161,7 @@ def test_reconstruct_uses_the_checkpoint_first_guess_statistics(tmp_path):
 def test_loader_style_first_guess_follows_the_trained_length_scale():
     """observed_mean units with dataset.first_guess: reconstruct builds the OI with the length scale the model was
     trained with, not a hard-coded one."""
-    from depthdif.inference import TileInput, build_batch
+    from depthdif.reconstruction.inference import TileInput, build_batch
 
     rng = np.random.default_rng(0)
     field = rng.normal(20.0, 1.0, size=(1, 16, 16))

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from depthdif.config import validate_config
+from depthdif.reconstruction.tiling import tile_origins
 from depthdif.split import SplitError, split_index
-from depthdif.tiling import tile_origins
 
 MONTHS = (20101115, 20101215, 20110115)
 

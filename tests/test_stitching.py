@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from depthdif.stitching import blend_window, stitch
-from depthdif.tiling import tile_starts
+from depthdif.reconstruction.stitching import blend_window, stitch
+from depthdif.reconstruction.tiling import tile_starts
 
 
 def tiles_of(field, size, stride):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from depthdif.tiling import TilingError, tile_fractions, tile_origins, tile_starts
+from depthdif.reconstruction.tiling import TilingError, tile_fractions, tile_origins, tile_starts
 
 
 @st.composite

@@ -1,16 +1,18 @@
 """DepthDif: reconstruct dense subsurface ocean temperature from sparse observations.
 
-``depthdif.reconstruct(profiles, surface, model, ...)`` (see :func:`depthdif.profiles_io.reconstruct`) is
-loaded on first use, so that ``import depthdif`` stays light (no torch, no xarray).
+The public function :func:`reconstruct` (``depthdif.reconstruct(profiles, surface, model, ...)``) imports its
+machinery on first call, so that ``import depthdif`` stays light (no torch, no xarray).
 """
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    """Lazy public API: ``depthdif.reconstruct`` imports the (callable) module ``depthdif.reconstruct``."""
-    if name == "reconstruct":
-        import importlib
+def reconstruct(profiles, surface=None, model=None, **options):
+    """A trained model applied to profiles (and a surface field) -> an ``xr.Dataset``.
 
-        return importlib.import_module("depthdif.reconstruct")
-    raise AttributeError(f"module 'depthdif' has no attribute {name!r}")
+    See :func:`depthdif.reconstruction.profiles.reconstruct` for the arguments, the returned dataset and the
+    errors.
+    """
+    from depthdif.reconstruction.profiles import reconstruct as _reconstruct
+
+    return _reconstruct(profiles, surface, model, **options)

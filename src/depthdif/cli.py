@@ -96,26 +96,30 @@ def cmd_export(config: dict, args: argparse.Namespace) -> None:
 
 
 def cmd_split(config: dict, args: argparse.Namespace) -> None:
+    from depthdif.layout import layout_of
     from depthdif.split import split_index
 
-    print(split_index(config, Path(config["data_dir"]) / "patches" / "patch_index_with_paths.csv"))
+    print(split_index(config, layout_of(config).patch_index))
 
 
 def cmd_train(config: dict, args: argparse.Namespace) -> None:
+    from depthdif.layout import layout_of
     from depthdif.train import run_training
 
-    print(run_training(config, args.variant, Path(config["results_dir"]) / args.variant))
+    print(run_training(config, args.variant, layout_of(config).variant_dir(args.variant)))
 
 
 def cmd_evaluate(config: dict, args: argparse.Namespace) -> None:
     from depthdif.evaluate import run_evaluation
+    from depthdif.layout import layout_of
 
-    out = Path(config["results_dir"]) / args.variant
-    print(run_evaluation(config, args.variant, out / "model.ckpt", out / "eval"))
+    layout = layout_of(config)
+    print(run_evaluation(config, args.variant, layout.model_ckpt(args.variant), layout.eval_dir(args.variant),
+                         index_csv=layout.split_index))
 
 
 def cmd_reconstruct(config: None, args: argparse.Namespace) -> None:
-    from depthdif.reconstruct import reconstruct_file
+    from depthdif.reconstruction.gridded import reconstruct_file
 
     print(
         reconstruct_file(

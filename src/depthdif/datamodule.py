@@ -28,6 +28,7 @@ from depthdif.datasets import (
     read_index,
     unpack_batch,
 )
+from depthdif.layout import data_layout_of
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ RANDOM_SPLIT_WARNING = (
 
 
 def default_index_csv(config: dict) -> Path:
-    return Path(config["data_dir"]) / "patches" / "patch_index_split.csv"
+    return data_layout_of(config).split_index
 
 
 def random_split(frame: pd.DataFrame, val_fraction: float, seed: int) -> pd.DataFrame:

@@ -59,6 +59,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from depthdif.errors import DepthDifError
+from depthdif.layout import data_layout_of
 from depthdif.masking import (
     TorusMaskPool,
     cell_area_deg2,
@@ -449,7 +450,7 @@ class PatchDataset(Dataset):
         if isinstance(index, pd.DataFrame):
             frame = index
             if "index_dir" not in frame.attrs:
-                frame.attrs["index_dir"] = str(Path(config["data_dir"]) / "patches")
+                frame.attrs["index_dir"] = str(data_layout_of(config).patches_dir)
         else:
             frame = read_index(index)
         self.index_dir = frame.attrs.get("index_dir")

@@ -56,9 +56,15 @@ from depthdif.evaluate_passes import (
     select_val_rows,  # noqa: F401 (its home until the evaluation became several modules)
     target_depths,
 )
-from depthdif.inference import conditional_mean_celsius, first_guess_celsius, same_levels, sample_celsius
-from depthdif.layout import EvalFiles
+from depthdif.layout import EvalFiles, data_layout_of
 from depthdif.metrics import ScoreAccumulator, bootstrap_rmse_ratio
+from depthdif.reconstruction.inference import (
+    conditional_mean_celsius,
+    first_guess_celsius,
+    inference_device,
+    same_levels,
+    sample_celsius,
+)
 from depthdif.spectra import merge_spectral_scores, scores_from_table, spectral_table
 
 log = logging.getLogger(__name__)
@@ -462,10 +468,12 @@ def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Pat
     settings = config["evaluate"]
     torch.set_num_threads(int(config["train"]["threads"]))
     if index_csv is None:
-        index_csv = Path(config["data_dir"]) / "patches" / "patch_index_split.csv"
+        index_csv = data_layout_of(config).split_index
     index, rows = read_val_selection(config, Path(index_csv))
     eval_config = items_config(config)
-    module = load_model(model_ckpt, variant=variant, config=config)
+    # sampling is as heavy as training: on the device train.accelerator names (a GPU on the SLURM profile)
+    module = load_model(model_ckpt, map_location=inference_device(config["train"]["accelerator"]), variant=variant,
+                        config=config)
     depths = band_depths_of(index, config, variant, module.settings, model_ckpt)
     passes = evaluation_passes(config, variant)
     if baselines is None:
@@ -512,7 +520,7 @@ def _score_passes(module, config: Mapping, variant: str, index: pd.DataFrame, ro
         plot_rmse_vs_profile_density,
         plot_rmse_vs_steps,
     )
-    from depthdif.reconstruct_month import reconstruct_month
+    from depthdif.reconstruction.month import reconstruct_month
 
     settings, seed = config["evaluate"], int(config["seed"])
     batch_size = config["loader"]["batch_size"]

@@ -66,7 +66,7 @@ ITEMS_BATCH_SIZE = 16  # the items do not depend on it (masks are fixed per samp
 # lack: it is scored on the hidden pixels it filled
 SCORED_WHERE_FILLED = frozenset({"dineof"})
 
-class BaselinesMismatchError(DepthDifError):
+class BaselinesMismatchError(DepthDifError, ValueError):
     """The stored baseline predictions were computed from other val observations than the evaluation's."""
 
 

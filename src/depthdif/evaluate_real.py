@@ -21,7 +21,7 @@ from depthdif.cf.dates import file_date
 from depthdif.cf.decode import decode_values
 from depthdif.config import deep_merge, validate_config
 from depthdif.errors import DepthDifError
-from depthdif.inference import band_depths, match_levels
+from depthdif.reconstruction.inference import band_depths, match_levels
 
 log = logging.getLogger(__name__)
 

@@ -73,7 +73,7 @@ from depthdif.cf.dates import file_date
 from depthdif.errors import DepthDifError
 from depthdif.layout import GRID_SUFFIX, INDEX_NAME, NPY_DIR, SPLIT_NAME, layout_of, month_part, month_tag
 from depthdif.paths import PathEscapeError, resolve_inside
-from depthdif.tiling import TilingError, tile_fractions, tile_origins
+from depthdif.reconstruction.tiling import TilingError, tile_fractions, tile_origins
 
 log = logging.getLogger(__name__)
 

@@ -243,3 +243,9 @@ def logs_dir_of(config: Mapping) -> Path:
 def layout_of(config: Mapping) -> RunLayout:
     """The ``RunLayout`` of a validated config."""
     return RunLayout(Path(config["data_dir"]), Path(config["results_dir"]), logs_dir_of(config))
+
+
+def data_layout_of(config: Mapping) -> RunLayout:
+    """The data paths of a config that may be a stage's subset holding ``data_dir`` but not ``results_dir``
+    (``stage_params``): its results and log paths are not set, and asking for one is a TypeError."""
+    return RunLayout(Path(config["data_dir"]), None, None)  # type: ignore[arg-type]

@@ -38,8 +38,7 @@ from depthdif.cf.dates import date_of_dataset
 from depthdif.cf.decode import decode_values
 from depthdif.cf.errors import FieldFileError
 from depthdif.cf.units import parse_units, registry
-from depthdif.inference import DEPTH_TOLERANCE, match_levels, target_depths
-from depthdif.reconstruct import (
+from depthdif.reconstruction.gridded import (
     OCEAN_MASK,
     TEMPERATURE_STANDARD_NAMES,
     GridObservations,
@@ -56,6 +55,7 @@ from depthdif.reconstruct import (
     reconstruction_dataset,
     write_netcdf,
 )
+from depthdif.reconstruction.inference import DEPTH_TOLERANCE, match_levels, target_depths
 
 log = logging.getLogger(__name__)
 
@@ -775,15 +775,15 @@ def _load_module(model, device: str):
     itself where it is."""
     if hasattr(model, "settings"):
         return model
-    from depthdif.inference import inference_device
     from depthdif.models.module import load_model
+    from depthdif.reconstruction.inference import inference_device
 
     return load_model(Path(model), map_location=inference_device(device))
 
 
 def reconstruct(profiles, surface=None, model=None, *, grid=None, date: int | None = None, ensemble_size: int = 8,
                 steps: int = 25, seed: int = 0, fill_values: tuple[float, ...] = (), device: str = "auto") -> xr.Dataset:
-    """``depthdif.reconstruct``: a trained model applied to profiles (and a surface field) -> a dataset.
+    """``depthdif.reconstruction.gridded``: a trained model applied to profiles (and a surface field) -> a dataset.
 
     Args:
         profiles: a profile NetCDF or CSV path, an ``N_PROF x N_LEVELS`` xr.Dataset (see

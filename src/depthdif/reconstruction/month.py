@@ -14,9 +14,15 @@ import numpy as np
 import pandas as pd
 
 from depthdif.export import read_levels
-from depthdif.inference import same_levels
+from depthdif.layout import data_layout_of
 from depthdif.masking import make_band_masks, mask_rng
-from depthdif.reconstruct import GridObservations, reconstruct_grid, reconstruction_dataset, write_netcdf
+from depthdif.reconstruction.gridded import (
+    GridObservations,
+    reconstruct_grid,
+    reconstruction_dataset,
+    write_netcdf,
+)
+from depthdif.reconstruction.inference import same_levels
 
 log = logging.getLogger(__name__)
 MONTH_SEED_OFFSET = 1_000_003  # keeps the whole-region masks apart from the per-patch val masks
@@ -28,9 +34,9 @@ def reconstruct_month(module, config: Mapping, index: pd.DataFrame, variant: str
     rows = index[index["date"] == date]
     if rows.empty:
         raise ValueError(f"no patch of date {date} in the index; pick a date from its 'date' column.")
-    source = Path(config["data_dir"]) / "raw" / str(rows["source_file"].iloc[0])
+    source = data_layout_of(config).raw_dir / str(rows["source_file"].iloc[0])
     indices = tuple(config["export"]["depth_indices"])
-    fill_values = tuple(config["export"].get("fill_values", ()))  # land written as a number, as exported
+    fill_values = tuple(config["export"]["fill_values"])  # land written as a number, as exported
     stack = read_levels(source, config["export"]["variable"], indices, fill_values)
     _check_model_levels(module.settings, [float(d) for d in stack.depth_values], source)
     channels = [config["dataset"]["temp_v1_band"]] if variant == "temp_v1" else list(range(1, len(indices)))

@@ -12,8 +12,6 @@ the file (or ``--date``).
 from __future__ import annotations
 
 import logging
-import sys
-import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from depthdif.cf.fills import mask_declared
 from depthdif.cf.units import check_sea_water_temperature, is_temperature, to_celsius
 from depthdif.datasets import lon_midpoint
 from depthdif.errors import DepthDifError
-from depthdif.inference import (
+from depthdif.reconstruction.inference import (
     TileInput,
     band_depths,
     build_batch,
@@ -39,8 +37,8 @@ from depthdif.inference import (
     sample_celsius,
     target_depths,
 )
-from depthdif.stitching import stitch
-from depthdif.tiling import tile_origins
+from depthdif.reconstruction.stitching import stitch
+from depthdif.reconstruction.tiling import tile_origins
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +66,7 @@ def reconstruct_grid(module, grid: GridObservations, ensemble_size: int, steps: 
                      batch_size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble mean and std (°C, (C, ny, nx)) over the whole grid from overlapping tiles.
 
-    Tiles overlap by half a patch by default so that every seam is blended (see depthdif.stitching).
+    Tiles overlap by half a patch by default so that every seam is blended (see depthdif.reconstruction.stitching).
     Observed ocean pixels keep their observed value exactly.
     """
     settings = module.settings
@@ -484,8 +482,8 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
     Args:
         checkpoint: model.ckpt of format 3 (it records the depths in metres of its bands).
         observations: a gridded NetCDF (see :func:`read_observations`) or a profile file, NetCDF of
-            ``N_PROF x N_LEVELS`` or CSV (see :mod:`depthdif.profiles_io`), told apart by
-            :func:`depthdif.profiles_io.is_profile_file`.
+            ``N_PROF x N_LEVELS`` or CSV (see :mod:`depthdif.reconstruction.profiles`), told apart by
+            :func:`depthdif.reconstruction.profiles.is_profile_file`.
         output: the NetCDF to write.
         surface: the surface (EO) field, eo_4band only (for profiles also the grid when ``grid`` is None).
         ensemble_size: members averaged into the mean.
@@ -497,7 +495,7 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
         grid: profile files only (``--grid``): the grid to bin them onto (latitude, longitude and an
             ``ocean_mask``, or a temperature field whose NaN is land).
         device: where to sample (``--device``): ``auto`` (a GPU if there is one), ``gpu``, ``mps`` or ``cpu``;
-            see :func:`depthdif.inference.inference_device`.
+            see :func:`depthdif.reconstruction.inference.inference_device`.
 
     Returns:
         ``output``.
@@ -507,9 +505,9 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
         CheckpointError: the checkpoint does not record its depths (format 2).
         ReconstructionError, FieldFileError: the observations cannot be used; the message says why.
     """
-    from depthdif.inference import inference_device
     from depthdif.models.module import load_model
-    from depthdif.profiles_io import is_profile_file, reconstruct_profile_file
+    from depthdif.reconstruction.inference import inference_device
+    from depthdif.reconstruction.profiles import is_profile_file, reconstruct_profile_file
 
     if is_profile_file(Path(observations)):
         return reconstruct_profile_file(checkpoint, observations, output, surface, grid, date=date, seed=seed,
@@ -532,21 +530,3 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
                                 f"applied to {Path(observations).name} ({ensemble_size} members, {steps} DDIM "
                                 f"steps, seed {seed})")
     return write_netcdf(ds, Path(output))
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as ``depthdif.reconstruct(profiles, surface, model, ...)``.
-
-    ``depthdif.reconstruct`` names this module as soon as anything imports it (Python sets a package's attribute
-    to each submodule it loads), so a function of that name in ``depthdif/__init__.py`` would be replaced by the
-    module; calling the module instead gives the API one name that never changes meaning.
-    """
-
-    def __call__(self, profiles, surface=None, model=None, **options) -> xr.Dataset:
-        """See :func:`depthdif.profiles_io.reconstruct`."""
-        from depthdif.profiles_io import reconstruct
-
-        return reconstruct(profiles, surface, model, **options)
-
-
-sys.modules[__name__].__class__ = _CallableModule
