@@ -279,3 +279,18 @@ def test_a_band_without_observations_takes_its_trained_level_not_the_normalisati
     warmer["x"] = warmer["y"] * warmer["valid_mask"]
     guess_c = temperature_denormalize(estimator(warmer).mean.double().numpy())
     np.testing.assert_allclose(guess_c.mean(axis=(0, 2, 3))[1:], levels_c[1:] + 1.0, atol=0.15)
+
+
+def test_lag_index_addresses_the_torus_lag_of_every_pair():
+    """The separable index into the rolled lag table gives exactly C[b_i, b_j]((r_i - r_j) mod 2P, (c_i - c_j)
+    mod 2P), the entry the 4-D modular gather used to read."""
+    from depthdif.baselines.cokriging import _lag_index
+
+    bands_n, size = 3, 16
+    torus = 2 * size
+    table = torch.randn(bands_n, bands_n, torus, torus, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    b, r, c = (torch.randint(0, hi, (200,), generator=gen) for hi in (bands_n, size, size))
+    expected = table[b[:, None], b[None, :], (r[:, None] - r[None, :]) % torus, (c[:, None] - c[None, :]) % torus]
+    rolled = torch.roll(table, (size, size), dims=(2, 3)).reshape(-1)
+    assert torch.equal(rolled[_lag_index(b, r, c, bands_n, size)], expected)

@@ -520,10 +520,11 @@ class Cokriging(nn.Module):
         size, torus = self.size, 2 * self.size
         cov = self.covariance[setup].to(values.device)
         variances = cov.diagonal(0, 0, 1)[0, 0]  # (C,) C_bb(0)
-        dy = (rows[:, None] - rows[None, :]) % torus
-        dx = (cols[:, None] - cols[None, :]) % torus
         same = (bands[:, None] == bands[None, :]).double()
-        system = cov[bands[:, None], bands[None, :], dy, dx]
+        # lags shifted by +P (a roll of the torus table), so that every lag between two pixels of the patch,
+        # -P < d < P, is a plain index 0 < d + P < 2P: see _lag_index
+        shifted = torch.roll(cov, (size, size), dims=(2, 3)).reshape(-1)
+        system = shifted[_lag_index(bands, rows, cols, self.num_bands, size)]
         system = system + same * (MEAN_PRIOR_FACTOR * variances.max())
         rhs = values.clone()
         if eo is not None:
@@ -549,6 +550,20 @@ class Cokriging(nn.Module):
             if b not in group:
                 out[b] = 0.0
         return out
+
+
+def _lag_index(bands: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, num_bands: int, size: int) -> torch.Tensor:
+    """Flat indices (n, n) into a (C, C, 2P, 2P) lag table rolled by (P, P): entry (i, j) addresses
+    C[b_i, b_j](r_i - r_j, c_i - c_j).
+
+    The index is a sum of a term of i and a term of j, so the n x n table costs one broadcast add; the
+    modular lags of the torus (two int64 remainders over n² pairs) took most of a 32 px solve's time.
+    """
+    torus = 2 * size
+    plane = torus * torus
+    row_term = bands * (num_bands * plane) + (rows + size) * torus + cols + size
+    col_term = bands * plane - rows * torus - cols
+    return row_term[:, None] + col_term[None, :]
 
 
 def _cholesky_solve(system: torch.Tensor, diagonal: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
