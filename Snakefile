@@ -13,6 +13,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/export.smk"
 include: "workflow/rules/split.smk"
+include: "workflow/rules/real_sample.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 

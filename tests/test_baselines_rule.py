@@ -180,3 +180,10 @@ def test_each_rule_carries_its_stage_params_and_declares_every_output(tmp_path):
         files = layout.eval_files(variant)
         assert evaluate["output"] == sorted(str(p) for p in (files.metrics, files.summary, files.figures,
                                                              files.reconstruction, files.spectra, files.ddim_steps))
+        # the sim-to-real rules: the same stages on the real sample's split index, every output declared
+        assert rules[f"baselines_real_{variant}"]["params"]["settings"] == baselines["params"]["settings"]
+        assert rules[f"baselines_real_{variant}"]["output"] == [str(layout.real_baseline_predictions(variant))]
+        real = layout.real_eval_files(variant)
+        assert rules[f"evaluate_real_{variant}"]["output"] == sorted(
+            str(p) for p in (real.metrics, real.summary, real.figures, real.reconstruction, real.spectra,
+                             real.ddim_steps))

@@ -16,10 +16,12 @@ import xarray as xr
 
 from depthdif.config import deep_merge, load_config
 from depthdif.datamodule import DepthDifDataModule
-from depthdif.download import run_download
+from depthdif.download import gather_manifest, run_download
 from depthdif.evaluate import run_evaluation, select_val_rows
+from depthdif.evaluate_baselines import run_baselines
 from depthdif.export import export_patches
 from depthdif.glorys import DEPTH_LEVELS_M
+from depthdif.layout import layout_of, year_month
 from depthdif.models.module import (
     CheckpointError,
     DepthDifModule,
@@ -28,7 +30,19 @@ from depthdif.models.module import (
     sampling_train_config,
     save_model,
 )
+from depthdif.real_sample import (
+    RealDataError,
+    download_real_month,
+    export_real_month,
+    gather_real_index,
+    matching_depth_indices,
+    real_download_settings,
+    real_eval_config,
+    real_export_params,
+)
+from depthdif.sources.local import local_months
 from depthdif.split import split_index
+from depthdif.stage_reads import stage_params
 from depthdif.train import fit_first_guess
 
 TINY = Path(__file__).parent / "configs" / "tiny.yaml"
@@ -161,26 +175,52 @@ def test_val_rows_are_whole_locations(tiny_data):
         assert len(group) == per_place[(y0, x0)]
 
 
-def test_sim_to_real_on_the_real_sample(tiny_data, real_sample_dir):
-    from depthdif.evaluate_real import RealDataError, run_real_evaluation
+def export_real_sample(config, real_sample_dir: Path) -> Path:
+    """The real sample through the stages of rules download_real_month, download_real, export_real_month and
+    export_real, as the DAG runs them; returns its split index (``{data_dir}/real/patches``)."""
+    main, real = layout_of(config), layout_of(config).real_data
+    levels = main.month_grid(sorted(p.name[:6] for p in main.patches_dir.glob("months/*.grid.npz"))[0])
+    months = local_months(real_sample_dir, None)
+    for tag, files in months.items():
+        download_real_month(real_download_settings(config), *year_month(tag), files, real.raw_dir,
+                            real.month_manifest(tag))
+        export_real_month(real_export_params(config["export"]), levels, real.month_manifest(tag), real.raw_dir,
+                          real.month_index(tag), real.month_grid(tag), real.patches_dir)
+    gather_manifest([real.month_manifest(tag) for tag in months], real.manifest, local_dir=real_sample_dir)
+    return gather_real_index([real.month_index(tag) for tag in months], [real.month_grid(tag) for tag in months],
+                             real.patch_index, real.split_index)
 
+
+def test_sim_to_real_on_the_real_sample(tiny_data, real_sample_dir):
     config, root = tiny_data
-    ckpt = checkpoint(config, "eo_4band", root / "real.ckpt")
-    out = root / "real_eval"
-    metrics = pd.read_csv(run_real_evaluation(config, "eo_4band", ckpt, real_sample_dir, out))
-    # the real file's levels 0, 1, 2, 3 are the model's 0.494, 9.57, 29.4, 92.3 m
-    assert sorted(metrics["depth_m"].unique()) == pytest.approx([9.573, 29.445, 92.326], abs=0.01)
-    index = pd.read_csv(out / "data" / "patches" / "patch_index_split.csv")
+    split = export_real_sample(config, real_sample_dir)
+    index = pd.read_csv(split)
     assert set(index["split"]) == {"val"}
     assert set(index["source_file"]) == {"mercatorglorys12v1_gl12_mean_201011.nc",
                                          "mercatorglorys12v1_gl12_mean_201012.nc"}
+    # the real file's levels 0, 1, 2, 3 are the synthetic export's 0.494, 9.57, 29.4, 92.3 m (its 0, 7, 14, 21)
+    assert set(index["depth_indices"]) == {"0;1;2;3"}
+    ckpt = checkpoint(config, "eo_4band", root / "real.ckpt")
+    real = layout_of(config).real_data
+    eval_config = real_eval_config(stage_params(config, "evaluate_real"), split, real.data_dir)
+    assert eval_config["export"]["depth_indices"] == [0, 1, 2, 3] and eval_config["data_dir"] == str(real.data_dir)
+    baselines = run_baselines(stage_params(config, "baselines"), "eo_4band", split, root / "real_baselines.npz")
+    out = root / "real_eval"
+    metrics = pd.read_csv(run_evaluation(eval_config, "eo_4band", ckpt, out, index_csv=split, baselines=baselines))
+    assert sorted(metrics["depth_m"].unique()) == pytest.approx([9.573, 29.445, 92.326], abs=0.01)
     oi = metrics[(metrics["method"] == "oi")]
     assert (oi["n_pixels"] > 0).all() and oi["rmse_c"].notna().all()
+    assert (out / "reconstruction.nc").is_file()  # one real month, read at the real files' positions
 
-    deep = checkpoint(load_config([TINY], {"export": {"depth_indices": [0, 7, 14, 17]}}), "eo_4band",
-                      root / "deep.ckpt", fit=False)  # refused on its depths before any sampling
+    # a real sample without one of the run's levels stops its export, naming the depth
     with pytest.raises(RealDataError, match="47.37"):
-        run_real_evaluation(config, "eo_4band", deep, real_sample_dir, root / "nope")
+        matching_depth_indices(real_sample_dir / "mercatorglorys12v1_gl12_mean_201011.nc",
+                               [DEPTH_LEVELS_M[i] for i in (0, 7, 14, 17)])
+    # a model trained on other levels than the run's export is refused before any sampling
+    deep = checkpoint(load_config([TINY], {"export": {"depth_indices": [0, 7, 14, 17]}}), "eo_4band",
+                      root / "deep.ckpt", fit=False)
+    with pytest.raises(CheckpointError, match="trained on levels"):
+        run_evaluation(eval_config, "eo_4band", deep, root / "nope", index_csv=split, baselines=baselines)
 
 
 def test_the_index_given_is_the_index_read(tiny_data, tmp_path):

@@ -23,9 +23,9 @@ from depthdif.datamodule import DepthDifDataModule
 from depthdif.datasets import PatchDataset, PatchIndexError, index_depths, read_index
 from depthdif.download import run_download
 from depthdif.evaluate import band_depths_of
-from depthdif.evaluate_real import real_config
 from depthdif.export import export_patches
 from depthdif.models.module import CheckpointError, model_settings, save_model
+from depthdif.real_sample import matching_depth_indices
 from depthdif.reconstruction.gridded import ReconstructionError, read_observations, reconstruct_file
 from depthdif.reconstruction.month import _check_model_levels
 from depthdif.train import build_module, training_depths
@@ -283,9 +283,8 @@ def test_evaluate_real_and_reconstruct_month_pick_levels_by_value(tmp_path):
     real_dir = tmp_path / "real"
     real_dir.mkdir()
     write_field(real_dir / "glorys_201007.nc", truth_celsius(GLORYS_22), GLORYS_22)
-    config = load_config([], {})
-    cfg = real_config(config, settings_for(FIVE_LEVELS[:4]), real_dir, tmp_path / "work")
-    assert cfg["export"]["depth_indices"] == [0, 7, 14, 21]  # 0.49, 9.57, 29.44, 92.33 m of the 22 levels
+    # the real sample's export looks the run's levels up by value: 0.49, 9.57, 29.44, 92.33 m of the 22 levels
+    assert matching_depth_indices(real_dir / "glorys_201007.nc", FIVE_LEVELS[:4]) == [0, 7, 14, 21]
     _check_model_levels(settings_for(FIVE_LEVELS[:4]), list(FIVE_LEVELS[:4]), Path("f.nc"))
     with pytest.raises(ValueError, match=r"f\.nc holds levels"):
         _check_model_levels(settings_for(FIVE_LEVELS[:4]), list(GLORYS_22[:4]), Path("f.nc"))

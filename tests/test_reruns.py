@@ -185,6 +185,58 @@ def test_whole_dag_reruns_only_model_stages(dag_built, change, rerun, kept):
     assert not planned & kept
 
 
+# -- the real sample (sim-to-real): a second dataset through its own per-month rules ------------------------
+
+REAL_SAMPLE = {"evaluate": {"real_sample_dir": "tests/data/glorys12_nwmexico"}}
+REAL_DATA_RULES = {"download_real_month", "download_real", "export_real_month", "export_real"}
+# (config change, rules a dry run of evaluate_real_temp_v1 must plan, rules it must not) once it has run
+REAL_CHANGES = [
+    # a model setting reruns the model and its real evaluation: no real-data job, no real baseline
+    ({"model": {"dim": 16}}, {"train_temp_v1", "evaluate_real_temp_v1"},
+     DATA_RULES | REAL_DATA_RULES | {"baselines_real_temp_v1"}),
+    ({"evaluate": {"ensemble_size": 3}}, {"evaluate_real_temp_v1"},
+     DATA_RULES | REAL_DATA_RULES | {"train_temp_v1", "baselines_real_temp_v1"}),
+    # a baseline setting reruns the real baselines and the evaluation that scores them, not the real data
+    ({"evaluate": {"dineof_max_modes": 5}}, {"baselines_real_temp_v1", "evaluate_real_temp_v1"},
+     DATA_RULES | REAL_DATA_RULES | {"train_temp_v1"}),
+]
+
+
+def with_real_sample(change: dict) -> dict:
+    """``change`` plus the real sample of tests/data (tiny.yaml leaves it out)."""
+    merged = {section: dict(values) for section, values in change.items()}
+    merged.setdefault("evaluate", {}).update(REAL_SAMPLE["evaluate"])
+    return merged
+
+
+@pytest.fixture(scope="module")
+def real_built(tmp_path_factory) -> Path:
+    """A working directory where evaluate_real_temp_v1 (data, model, real data, real baselines) has run once."""
+    workdir = tmp_path_factory.mktemp("reruns-real")
+    snakemake(workdir, "evaluate_real_temp_v1", change=REAL_SAMPLE, timeout=1200)
+    return workdir
+
+
+@pytest.mark.slow
+def test_the_real_sample_jobs_leave_benchmarks_and_an_unchanged_rerun_does_nothing(real_built):
+    assert NOTHING_TO_DO in snakemake(real_built, "-n", "evaluate_real_temp_v1", change=REAL_SAMPLE)
+    root = real_built / "logs"
+    jobs = {p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.log")}
+    assert {"download_real_month/201011", "export_real_month/201012", "download_real", "export_real",
+            "baselines_real_temp_v1", "evaluate_real_temp_v1"} <= jobs
+    for job in jobs:
+        assert (root / "benchmarks" / f"{job}.tsv").is_file(), job
+    assert not (real_built / "results" / "temp_v1" / "eval_real" / "data").exists()  # no data tree of its own
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("change", "rerun", "kept"), REAL_CHANGES, ids=change_id)
+def test_a_model_change_reruns_no_real_data_job(real_built, change, rerun, kept):
+    planned = planned_rules(snakemake(real_built, "-n", "evaluate_real_temp_v1", change=with_real_sample(change)))
+    assert rerun <= planned
+    assert not planned & kept
+
+
 # -- a local source: a replaced, added or removed file reruns download -> export -> split -------------------
 
 LOCAL_MONTHS = (1, 2, 3)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +86,58 @@ def test_evaluate_real_without_a_usable_real_sample_dir_stops_at_planning(tmp_pa
     assert f"evaluate.real_sample_dir: {REPO / 'no/such/folder'} is not a folder" in result.stdout + result.stderr
     # the default target leaves the sim-to-real evaluation out when the key is null
     assert snakemake(tmp_path, "-n", "--cores", "1").returncode == 0
+
+
+def real_configs(tmp_path: Path, **sections: dict) -> list[str]:
+    """--configfile arguments: config.yaml, tiny.yaml, the real sample of tests/data, then ``sections``."""
+    override = tmp_path / "real.yaml"
+    override.write_text(json.dumps({"evaluate": {"real_sample_dir": "tests/data/glorys12_nwmexico"}, **sections}))
+    return ["--configfile", str(REPO / "config" / "config.yaml"), str(TINY), str(override)]
+
+
+def planned(dry_run: str) -> dict[str, int]:
+    """{rule: jobs} of a dry run's "Job stats" table."""
+    table = dry_run.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {line.split()[0]: int(line.split()[1]) for line in table.splitlines()[3:] if line.strip()}
+
+
+def test_the_real_sample_is_a_second_dataset_through_the_per_month_rules(tmp_path):
+    """download_real_month/export_real_month per real month, gathered into an all-val index at the main export's
+    depths; no real-data job needs a model, and a month added to the run after its first reruns none."""
+    plan = snakemake(tmp_path, "-n", "--cores", "1", "evaluate_real_temp_v1", *real_configs(tmp_path))
+    assert plan.returncode == 0, plan.stdout[-3000:] + plan.stderr[-3000:]
+    jobs = planned(plan.stdout)
+    assert {rule: jobs.get(rule) for rule in ("download_real_month", "export_real_month", "download_real",
+                                              "export_real", "baselines_real_temp_v1", "evaluate_real_temp_v1")} \
+        == {"download_real_month": 2, "export_real_month": 2, "download_real": 1, "export_real": 1,
+            "baselines_real_temp_v1": 1, "evaluate_real_temp_v1": 1}
+
+    built = snakemake(tmp_path, "--cores", "2", "export_real", *real_configs(tmp_path))
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    assert "train_" not in built.stdout + built.stderr  # the real data are data stages: no model needed
+    real = tmp_path / "data" / "real"
+    split = pd.read_csv(real / "patches" / "patch_index_split.csv")
+    assert set(split["split"]) == {"val"} and split["window_id"].str.startswith("real_").all()
+    assert set(split["source_file"]) == {"mercatorglorys12v1_gl12_mean_201011.nc",
+                                         "mercatorglorys12v1_gl12_mean_201012.nc"}
+    # the synthetic export's levels 0, 7, 14, 21 (0.494, 9.57, 29.4, 92.3 m) are the real files' 0, 1, 2, 3
+    assert set(split["depth_indices"]) == {"0;1;2;3"}
+    main = pd.read_csv(tmp_path / "data" / "patches" / "months" / "201001.csv")
+    np.testing.assert_allclose([float(v) for v in split["depth_values"].iloc[0].split(";")],
+                               [float(v) for v in main["depth_values"].iloc[0].split(";")], rtol=0.02)
+    for rel in split["y_npy_path"]:
+        assert (real / "patches" / rel).is_file()
+    for job in ("download_real_month/201011", "export_real_month/201012", "download_real", "export_real"):
+        assert (tmp_path / "logs" / "benchmarks" / f"{job}.tsv").is_file(), job
+
+    for change in ({"source": {"years": [2010, 2011], "months": [1, 4, 7]}},  # a month after the first
+                   {"model": {"dim": 16}}):  # a model setting
+        again = snakemake(tmp_path, "-n", "--cores", "1", "export_real", *real_configs(tmp_path, **change))
+        assert "Nothing to be done" in again.stdout + again.stderr, (change, again.stdout[-2000:])
+    # a setting of the real export reruns every real month
+    patch = snakemake(tmp_path, "-n", "--cores", "1", "export_real",
+                      *real_configs(tmp_path, export={"max_nodata_fraction": 0.4}))
+    assert planned(patch.stdout).get("export_real_month") == 2
 
 
 PROBE = """include: "Snakefile"

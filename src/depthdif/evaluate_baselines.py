@@ -1,12 +1,12 @@
 """The evaluation's baselines as a stage of their own: every method that is not the model, on every pass.
 
-Rule ``baselines_{variant}`` runs :func:`run_baselines`: it rebuilds the val items of every pass the
-evaluation scores (:mod:`depthdif.evaluate_passes`), runs mean fill, nearest, linear, IDW, biharmonic, OI
-(and ``eo_regression_oi`` for ``eo_4band``), climatology and DINEOF on them, and stores their predictions
-with a fingerprint of the items they saw. ``evaluate_{variant}`` reads the file (:class:`StoredBaselines`)
-instead of recomputing, so a change of a model setting reruns no baseline. An evaluation without the file
-(the CLI, the sim-to-real run) computes the same predictions in place (:class:`InlineBaselines`); both
-routes are scored by :func:`score_baselines` from float32 predictions, so they give the same metrics.
+Rules ``baselines_{variant}`` and ``baselines_real_{variant}`` (the real sample) run :func:`run_baselines`:
+it rebuilds the val items of every pass the evaluation scores (:mod:`depthdif.evaluate_passes`), runs mean
+fill, nearest, linear, IDW, biharmonic, OI (and ``eo_regression_oi`` for ``eo_4band``), climatology and DINEOF
+on them, and stores their predictions with a fingerprint of the items they saw. ``evaluate_{variant}`` reads
+the file (:class:`StoredBaselines`) instead of recomputing, so a change of a model setting reruns no baseline.
+An evaluation without the file (the CLI) computes the same predictions in place (:class:`InlineBaselines`);
+both routes are scored by :func:`score_baselines` from float32 predictions, so they give the same metrics.
 
 The file (``predictions.npz``, readable with ``np.load``) holds, per pass ``<key>`` (e.g. ``occlusion_0.95``)
 and method ``<name>``: ``<key>/<name>`` float32 (P, C, H, W) °C, NaN where the method gave nothing, and

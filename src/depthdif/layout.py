@@ -17,12 +17,18 @@ The download and the export run one job per month (wildcard ``month`` = YYYYMM) 
 targets gather: ``{data_dir}/raw/months/{month}.csv`` (download_month) and
 ``{data_dir}/patches/months/{month}.csv`` + ``.grid.npz`` (export_month). The baselines of each variant's
 evaluation are in ``{results_dir}/{variant}/eval/baselines/predictions.npz`` (baselines_{variant}).
+
+The real sample of the sim-to-real evaluation (``evaluate.real_sample_dir``) is a second data folder,
+``{data_dir}/real/``, laid out like the first (``RunLayout.real_data``): ``raw/`` (download_real_month,
+download_real), ``patches/`` with its index and an all-val split index (export_real_month, export_real).
+Its baselines and scores are in ``{results_dir}/{variant}/eval_real/`` (baselines_real_{variant},
+evaluate_real_{variant}).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # The variants the workflow knows; config["variants"] chooses among them.
@@ -38,6 +44,8 @@ MONTHS_DIR = "months"
 GRID_SUFFIX = ".grid.npz"
 DIGESTS_SUFFIX = ".sha256-cache.json"
 BASELINES_NAME = "predictions.npz"
+# the real sample's data folder inside data_dir (the sim-to-real evaluation's second dataset)
+REAL_DATA_DIR = "real"
 
 
 @dataclass(frozen=True)
@@ -177,19 +185,31 @@ class RunLayout:
         """Long-format scores of every method (contract file)."""
         return self.eval_files(variant).metrics
 
+    # --- the real sample: a second dataset, through the same per-month stages ---------------------------
+    @property
+    def real_data(self) -> RunLayout:
+        """The layout of the real sample's data folder ``{data_dir}/real`` (``evaluate.real_sample_dir``
+        linked, exported at the main export's levels, every patch val).
+
+        Only its data-stage paths (``raw_dir``, ``manifest``, ``month_*``, ``patches_dir``, ``patch_index``,
+        ``split_index``) belong to the real sample; its models and scores are the run's (``real_eval_dir``).
+        """
+        return replace(self, data_dir=self.data_dir / REAL_DATA_DIR)
+
     def real_eval_dir(self, variant: str) -> Path:
-        """The sim-to-real evaluation on ``evaluate.real_sample_dir``."""
+        """The sim-to-real evaluation: the variant's model on the real sample."""
         return self.variant_dir(variant) / "eval_real"
 
     def real_eval_files(self, variant: str) -> EvalFiles:
-        """Every file of the sim-to-real evaluation (its exported real patches are in ``real_data_dir``)."""
+        """Every file of the sim-to-real evaluation (its data are in ``real_data``)."""
         return EvalFiles(self.real_eval_dir(variant))
 
-    def real_data_dir(self, variant: str) -> Path:
-        """The real sample exported like the model's training data (written by ``evaluate_real_{variant}``)."""
-        return self.real_eval_dir(variant) / "data"
+    def real_baseline_predictions(self, variant: str) -> Path:
+        """The baselines' predictions on the real sample's val items (``baselines_real_{variant}``)."""
+        return self.real_eval_dir(variant) / "baselines" / BASELINES_NAME
 
     def real_metrics(self, variant: str) -> Path:
+        """Long-format scores of every method on the real sample."""
         return self.real_eval_files(variant).metrics
 
     # --- logs --------------------------------------------------------------------------------------------

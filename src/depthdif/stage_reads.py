@@ -30,8 +30,9 @@ STAGE_READS: dict[str, dict[str, tuple[str, ...] | None]] = {
     # sampling), dataset, evaluate, seed
     "evaluate": {key: None for key in ("data_dir", "seed", "export", "dataset", "loader", "model", "train",
                                        "evaluate")},
-    # depthdif.evaluate_real.run_real_evaluation: the evaluation's keys on a data folder of its own (its
-    # script still hands it the whole config: the real sample is downloaded and exported inside the stage)
+    # depthdif.evaluate.run_evaluation on the real sample (rules evaluate_real_*): the evaluation's keys but
+    # data_dir and export.depth_indices, which come from the real sample's data folder and index
+    # (depthdif.real_sample.real_eval_config); the baselines_real_* rules read STAGE_READS["baselines"]
     "evaluate_real": {key: None for key in ("seed", "export", "dataset", "loader", "model", "train", "evaluate")},
 }
 

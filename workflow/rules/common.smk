@@ -27,6 +27,8 @@ SPLIT_INDEX = LAYOUT.split_index
 model_ckpt = LAYOUT.model_ckpt
 eval_metrics = LAYOUT.eval_metrics
 real_metrics = LAYOUT.real_metrics
+# the real sample of the sim-to-real evaluation: a second data folder, {data_dir}/real, same layout
+REAL = LAYOUT.real_data
 
 
 def real_sample_dir():
@@ -105,19 +107,59 @@ def month_local_files(wildcards):
     return local_month_files().get(wildcards.month, [])
 
 
-def month_file_stamps(wildcards):
-    """Size and mtime of each of the month's local files: a file replaced by one with an older mtime
-    (cp -p, rsync -a) changes them, which the mtime trigger misses. Empty for the other kinds."""
+def file_stamps(names):
+    """Size and mtime of each local file: a file replaced by one with an older mtime (cp -p, rsync -a) changes
+    them, which the mtime trigger misses."""
     stamps = {}
-    for name in month_local_files(wildcards):
+    for name in names:
         stat = Path(name).stat()
         stamps[Path(name).name] = [stat.st_size, stat.st_mtime_ns]
     return stamps
 
 
-def month_parts(part_of):
-    """An input function: part_of(month) of every planned month (what a gather rule reads)."""
-    return lambda wildcards: [part_of(month) for month in planned_months()]
+def month_file_stamps(wildcards):
+    """file_stamps of the month's local files (empty for the other kinds)."""
+    return file_stamps(month_local_files(wildcards))
+
+
+def month_parts(part_of, months=planned_months):
+    """An input function: part_of(month) of every month of months() (what a gather rule reads)."""
+    return lambda wildcards: [part_of(month) for month in months()]
+
+
+# --- the real sample's months: one download_real_month and one export_real_month job each --------------
+@functools.cache
+def real_month_files():
+    """{YYYYMM: [files]} of the real sample: every *.nc of evaluate.real_sample_dir by its own date, whatever
+    source.years/months say. Read when a real-data job is planned (real_sample_files stops the plan first
+    when the key is null or the folder unusable)."""
+    folder = Path(real_sample_files()[0]).parent
+    try:
+        months = local_months(folder, None)
+    except DepthDifError as err:
+        raise WorkflowError(str(err)) from None
+    return {tag: [str(path) for path in paths] for tag, paths in months.items()}
+
+
+def real_months():
+    """The months of the real sample (YYYYMM, time order)."""
+    return sorted(real_month_files())
+
+
+def real_month_local_files(wildcards):
+    """The real files of one month: a file added, replaced or removed reruns that month only."""
+    return real_month_files().get(wildcards.month, [])
+
+
+def real_month_file_stamps(wildcards):
+    """file_stamps of the real month's files."""
+    return file_stamps(real_month_local_files(wildcards))
+
+
+def export_levels(wildcards):
+    """The main export's first month's grid file: the depths the real sample is exported at (every month of
+    the export holds the same ones), so that adding a later month leaves the real sample as it is."""
+    return LAYOUT.month_grid(planned_months()[0])
 
 
 def train_gpus():

@@ -75,15 +75,43 @@ for _variant in ALL_VARIANTS:
             "../scripts/evaluate.py"
 
 
-# Sim-to-real: the same protocol on the real GLORYS12 sample (evaluate.real_sample_dir).
+# Sim-to-real: the same baselines and protocol on the real GLORYS12 sample, exported by real_sample.smk
+# into {data_dir}/real (every patch val).
+for _variant in ALL_VARIANTS:
+
+    rule:
+        name:
+            f"baselines_real_{_variant}"
+        input:
+            index=REAL.split_index,
+        output:
+            predictions=LAYOUT.real_baseline_predictions(_variant),
+        params:
+            variant=_variant,
+            settings=stage_params(config, "baselines"),
+        threads: 1  # one BLAS thread: the many small OI solves are fastest so
+        resources:
+            mem_mb=8000,
+            runtime=240,
+        conda:
+            CONDA_ENV
+        benchmark:
+            LAYOUT.benchmark(f"baselines_real_{_variant}"),
+        log:
+            LAYOUT.log(f"baselines_real_{_variant}"),
+        script:
+            "../scripts/baselines.py"
+
+
 for _variant in ALL_VARIANTS:
 
     rule:
         name:
             f"evaluate_real_{_variant}"
         input:
+            index=REAL.split_index,
             model=model_ckpt(_variant),
-            real=real_sample_files,
+            baselines=LAYOUT.real_baseline_predictions(_variant),
         output:
             metrics=report(
                 real_metrics(_variant),
@@ -96,7 +124,6 @@ for _variant in ALL_VARIANTS:
             reconstruction=LAYOUT.real_eval_files(_variant).reconstruction,
             spectra=LAYOUT.real_eval_files(_variant).spectra,
             ddim_steps=LAYOUT.real_eval_files(_variant).ddim_steps,
-            data=directory(LAYOUT.real_data_dir(_variant)),
         params:
             variant=_variant,
             settings=stage_params(config, "evaluate_real"),

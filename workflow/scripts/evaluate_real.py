@@ -1,16 +1,20 @@
-"""Snakemake wrapper: rules evaluate_real_<variant> -> depthdif.evaluate_real.run_real_evaluation."""
+"""Snakemake wrapper: rules evaluate_real_<variant> -> depthdif.evaluate.run_evaluation on the real sample."""
 
 from pathlib import Path
 
-from depthdif.evaluate_real import run_real_evaluation
+from depthdif.evaluate import run_evaluation
+from depthdif.layout import layout_of
 from depthdif.logs import setup_logging
+from depthdif.real_sample import real_eval_config
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
-run_real_evaluation(
-    snakemake.config,  # noqa: F821
+index_csv = Path(snakemake.input.index)  # noqa: F821
+run_evaluation(
+    # the rule's params (depthdif.stage_reads) pointed at the real data folder and the real files' levels
+    real_eval_config(snakemake.params.settings, index_csv, layout_of(snakemake.config).real_data.data_dir),  # noqa: F821
     snakemake.params.variant,  # noqa: F821
     Path(snakemake.input.model),  # noqa: F821
-    # the folder of the declared real files (common.smk::real_sample_files checked it at planning time)
-    Path(snakemake.input.real[0]).parent,  # noqa: F821
-    Path(snakemake.output.metrics).parent,  # noqa: F821
+    Path(snakemake.output.metrics).parent,  # noqa: F821 (the folder of every declared output)
+    index_csv=index_csv,
+    baselines=Path(snakemake.input.baselines),  # noqa: F821
 )

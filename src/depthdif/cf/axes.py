@@ -176,3 +176,40 @@ def depth_below_surface_m(values: np.ndarray, attrs: Mapping | None, where: str)
                     "(positive up) and negated", where)
         return -depth
     return depth
+
+
+DEPTH_TOLERANCE = 0.02  # a file level within 2 % (+1 cm) of a trained depth counts as that depth
+
+
+def match_levels(axis: np.ndarray, wanted: Sequence[float]) -> list[int | None]:
+    """Position in ``axis`` of the level nearest each wanted depth, or None where none is close enough.
+
+    Args:
+        axis: (L,) depth of each level of a file (m, positive down).
+        wanted: depths (m) to find, e.g. the levels a model was trained on.
+
+    Returns:
+        One position in ``axis`` per wanted depth; None where no level is within ``DEPTH_TOLERANCE``.
+    """
+    axis = np.asarray(axis, dtype=float)
+    positions: list[int | None] = []
+    for depth in wanted:
+        nearest = int(np.argmin(np.abs(axis - depth)))
+        close = abs(axis[nearest] - depth) <= DEPTH_TOLERANCE * depth + 0.01
+        positions.append(nearest if close else None)
+    return positions
+
+
+def same_levels(trained: Sequence[float], found: Sequence[float]) -> bool:
+    """True when ``found`` holds, position by position, the levels ``trained`` (within the match tolerance).
+
+    Args:
+        trained: depths (m) of the levels wanted.
+        found: depths (m) of the levels read.
+
+    Returns:
+        False also when the counts differ.
+    """
+    if len(trained) != len(found):
+        return False
+    return all(abs(f - t) <= DEPTH_TOLERANCE * t + 0.01 for t, f in zip(trained, found, strict=True))

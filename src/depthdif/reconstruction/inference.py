@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+# level matching lives with the depth axes (torch-free, for the data stages); imported from here by the
+# model-side callers
+from depthdif.cf.axes import DEPTH_TOLERANCE, match_levels, same_levels  # noqa: F401
 from depthdif.errors import DepthDifError
 from depthdif.normalization import (
     temperature_denormalize,
@@ -115,27 +118,6 @@ def band_depths(settings: dict, where: str = "the model") -> list[float]:
             "with this DepthDif version (training stores the index's depth_values in model.ckpt)."
         )
     return [float(d) for d in depths]
-
-
-DEPTH_TOLERANCE = 0.02  # a file level within 2 % (+1 cm) of a trained depth counts as that depth
-
-
-def match_levels(axis: np.ndarray, wanted: Sequence[float]) -> list[int | None]:
-    """Position in ``axis`` of the level nearest each wanted depth, or None where none is close enough."""
-    axis = np.asarray(axis, dtype=float)
-    positions: list[int | None] = []
-    for depth in wanted:
-        nearest = int(np.argmin(np.abs(axis - depth)))
-        close = abs(axis[nearest] - depth) <= DEPTH_TOLERANCE * depth + 0.01
-        positions.append(nearest if close else None)
-    return positions
-
-
-def same_levels(trained: Sequence[float], found: Sequence[float]) -> bool:
-    """True when ``found`` holds, position by position, the levels ``trained`` (within the match tolerance)."""
-    if len(trained) != len(found):
-        return False
-    return all(abs(f - t) <= DEPTH_TOLERANCE * t + 0.01 for t, f in zip(trained, found, strict=True))
 
 
 def target_depths(settings: dict, where: str = "the model") -> list[float]:
