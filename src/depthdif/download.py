@@ -31,6 +31,7 @@ from depthdif.atomic import atomic_to_csv, atomic_write_text, remove_stale_temps
 from depthdif.config import ConfigError, months_of
 from depthdif.errors import DepthDifError
 from depthdif.layout import MANIFEST_NAME, layout_of, month_tag
+from depthdif.month_parts import read_month_part
 
 log = logging.getLogger(__name__)
 
@@ -371,22 +372,6 @@ def write_month_manifest(
     return out_csv
 
 
-def _read_part(path: Path) -> pd.DataFrame:
-    """A month's manifest, every value kept as the text it was written as (the gather copies it verbatim)."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DownloadError(f"{path} is missing: run the download of that month again") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DownloadError(f"{path} is not a readable manifest ({err}); delete it and run again") from None
-    if list(frame.columns) != MANIFEST_COLUMNS:
-        raise DownloadError(
-            f"{path} has columns {list(frame.columns)}, not {MANIFEST_COLUMNS}: it was not written by this "
-            "version of DepthDif; delete it and run the download again."
-        )
-    return frame
-
-
 def gather_manifest(parts: Collection[Path], out_csv: Path, local_dir: Path | str | None = None) -> Path:
     """Join the months' manifests into ``raw/manifest.csv`` (file, bytes, sha256, date), sorted by file.
 
@@ -411,7 +396,7 @@ def gather_manifest(parts: Collection[Path], out_csv: Path, local_dir: Path | st
     out_csv.unlink(missing_ok=True)
     for folder in {raw_dir, *(Path(part).parent for part in parts)}:
         remove_stale_temps(folder)  # of killed jobs: no month's job is running now
-    frames = [_read_part(Path(part)) for part in parts]
+    frames = [read_month_part(Path(part), MANIFEST_COLUMNS, DownloadError, "manifest", "download") for part in parts]
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=MANIFEST_COLUMNS)
     if frame.empty:
         raise DownloadError(

@@ -72,6 +72,7 @@ from depthdif.cf import (
 from depthdif.cf.dates import file_date
 from depthdif.errors import DepthDifError
 from depthdif.layout import GRID_SUFFIX, INDEX_NAME, NPY_DIR, SPLIT_NAME, layout_of, month_part, month_tag
+from depthdif.month_parts import read_month_part
 from depthdif.paths import PathEscapeError, resolve_inside
 from depthdif.reconstruction.tiling import TilingError, tile_fractions, tile_origins
 
@@ -648,24 +649,6 @@ def load_grids(path: Path) -> list[FileGrid]:
         ) from None
 
 
-def _read_index_part(path: Path) -> pd.DataFrame:
-    """A month's index rows, every value kept as the text it was written as (the gather copies it verbatim)."""
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise ExportError(f"{path} is missing: run the export of that month again") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise ExportError(
-            f"{path} is not a readable index ({err}); delete it and run the export again"
-        ) from None
-    if list(frame.columns) != COLUMNS:
-        raise ExportError(
-            f"{path} has columns {list(frame.columns)}, not those of this version of DepthDif; delete it and "
-            "run the export again."
-        )
-    return frame
-
-
 def gather_index(
     indexes: Sequence[Path], grids: Sequence[Path], out_csv: Path, split_csv: Path | None = None
 ) -> Path:
@@ -698,7 +681,7 @@ def gather_index(
     files = [grid for path in grids for grid in load_grids(Path(path))]
     _check_same_depths(files)
     _check_same_grid(files)
-    frames = [_read_index_part(Path(path)) for path in indexes]
+    frames = [read_month_part(Path(path), COLUMNS, ExportError, "index", "export") for path in indexes]
     frames = [frame for frame in frames if not frame.empty]
     if not frames:
         raise ExportError(
