@@ -46,6 +46,7 @@ def make_sample(
     first_guess: bool = False,
     eo_dropout: float = 0.0,
     date: int = 20100715,
+    surface_variables: int = 0,
 ) -> dict:
     """One sample dict of the contract (without ``info``)."""
     celsius = ocean_patch(rng, size, num_channels)
@@ -71,6 +72,10 @@ def make_sample(
         eo = np.nan_to_num(temperature_normalize(celsius[:1]), nan=0.0).astype(np.float32) * available
         sample["eo"] = torch.from_numpy(eo)
         sample["eo_available"] = torch.tensor([available], dtype=torch.float32)
+        if surface_variables:  # a sea level (m) that follows the band below the surface, 0 on land/when dropped
+            level = np.nan_to_num(0.02 * (celsius[2:3] - np.nanmean(celsius[2]))) + 0.005 * rng.standard_normal((1, size, size))
+            level = np.repeat(level, surface_variables, axis=0) * available
+            sample["surface"] = torch.from_numpy(np.where(eo != 0, level, 0.0).astype(np.float32))
     if first_guess:
         sample["first_guess"] = _mean_fill(sample["x"], sample["valid_mask"], sample["land_mask"])
     return sample

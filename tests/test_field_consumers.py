@@ -24,7 +24,7 @@ from depthdif.datasets import PatchDataset, PatchIndexError, index_depths, read_
 from depthdif.download import run_download
 from depthdif.evaluate import band_depths_of
 from depthdif.export import export_patches
-from depthdif.models.module import CheckpointError, model_settings, save_model
+from depthdif.models.module import FORMAT_VERSION, CheckpointError, model_settings, save_model
 from depthdif.real_sample import matching_depth_indices
 from depthdif.reconstruction.gridded import ReconstructionError, read_observations, reconstruct_file
 from depthdif.reconstruction.month import _check_model_levels
@@ -237,7 +237,7 @@ def five_level_model(tmp_path_factory):
 def test_checkpoint_records_the_depths_of_the_training_files(five_level_model):
     path, _, _ = five_level_model
     payload = torch.load(path, weights_only=True)
-    assert payload["format_version"] == 4
+    assert payload["format_version"] == FORMAT_VERSION
     assert payload["config"]["export"]["depth_values_m"] == pytest.approx(FIVE_LEVELS[:4], rel=1e-6)
 
 

@@ -110,6 +110,8 @@ def check_consistency(config: dict) -> None:
         )
     if config["source"]["kind"] == "local" and not config["source"]["local_dir"]:
         raise ConfigError("source.kind is 'local' but source.local_dir is not set: give the folder of *.nc files.")
+    if config["source"]["kind"] == "copernicus":
+        check_copernicus_variables(config)
     if "eo_4band" in config["variants"] and len(export["depth_indices"]) < 2:
         raise ConfigError(
             "variant eo_4band needs export.depth_indices with the surface first and at least one deeper level."
@@ -118,6 +120,30 @@ def check_consistency(config: dict) -> None:
         raise ConfigError(
             f"dataset.temp_v1_band ({dataset['temp_v1_band']}) is not one of the "
             f"{len(export['depth_indices'])} exported channels (export.depth_indices)."
+        )
+
+
+def check_copernicus_variables(config: Mapping) -> None:
+    """A Copernicus subset (source.copernicus.bbox set) asks for source.copernicus.variables only: they must
+    include export.variable and every export.surface_variables. Whole files (bbox null) hold every variable of
+    the dataset; the download checks each file has them when it arrives.
+
+    Args:
+        config: a config, or ``depthdif.download.download_settings`` of one.
+
+    Raises:
+        ConfigError: naming the variables missing from source.copernicus.variables and both keys.
+    """
+    copernicus, export = config["source"]["copernicus"], config["export"]
+    if copernicus.get("bbox") is None:
+        return
+    wanted = [export["variable"], *(export.get("surface_variables") or ())]
+    missing = [name for name in wanted if name not in copernicus["variables"]]
+    if missing:
+        raise ConfigError(
+            f"source.copernicus.variables {list(copernicus['variables'])} lacks {missing} of export.variable "
+            f"'{export['variable']}' / export.surface_variables {list(export.get('surface_variables') or [])}: "
+            "the subset would not contain them; add them to source.copernicus.variables."
         )
 
 

@@ -9,6 +9,8 @@ One sample is a dict of float32 tensors (C = target bands, H = W = patch size), 
     land_mask    (C,H,W)  1 on ocean (for that band's depth), 0 where the export wrote NaN (or fill_value)
     eo           (1,H,W)  eo_4band only: surface field (export channel 0), 0 on land or when dropped
     eo_available (1,)     eo_4band only: 1.0, or 0.0 when EO dropout removed it
+    surface      (S,H,W)  eo_4band only: the S = len(export.surface_variables) other dense surface fields (e.g.
+                          sea-surface height ``zos``), each in its own unit (m), 0 on land or when dropped with eo
     first_guess  (C,H,W)  only with dataset.first_guess: a classical estimate of y from x (and eo)
     date         int64 scalar, YYYYMMDD: the index's ``date`` column (the export's date of the file)
     coords       (2,)     [lat_centre, lon_centre] in degrees (dataset.return_coords)
@@ -92,6 +94,7 @@ EO_OFFSET_MAX_C = 2.0  # EO degradation: a uniform offset in [-2, 2] °C over th
 EO_RNG_CHANNEL = 1_000  # the mask_rng stream of a sample's surface degradation (bands use 0..C)
 EO_SPECKLE_STD = 0.01  # multiplicative speckle 1 + 0.01 * N(0, 1) ...
 EO_SPECKLE_CLIP = (0.9, 1.1)  # ... clamped to [0.9, 1.1]
+SURFACE_RNG_CHANNEL = 1_001  # the mask_rng stream of a sample's surface-variable degradation
 PROFILE_RNG_CHANNEL = 2_000  # the mask_rng stream of a sample's fixed profile positions (one for all bands)
 SYSTEM_RNG_CHANNEL = 2_001  # the mask_rng stream choosing a validation sample's observing system (``both``)
 
@@ -408,6 +411,10 @@ class PatchDataset(Dataset):
         self.length_scale_px = float(config["evaluate"]["oi_length_scale_px"])
         self.mask_reuse = int(options["train_mask_reuse"]) if self.train else 0  # val masks are never reused
         self.temp_v1_band = int(options["temp_v1_band"])
+        # eo_4band's other dense conditions (sea-surface height, ...), degraded like the EO band is
+        self.surface_variables = (tuple(str(v) for v in config["export"]["surface_variables"])
+                                  if self.variant == "eo_4band" else ())
+        self.surface_noise = float(options["surface_noise_fraction"]) if self.train or self.eo_degraded_val else 0.0
 
         frame = self._select(index, config, split)
         self._set_rows(frame)
@@ -489,11 +496,34 @@ class PatchDataset(Dataset):
             for rel, name in zip(frame["y_npy_path"], self.row_names, strict=True)
         ]
         self.shapes = [(int(c), int(s), int(s)) for c, s in zip(channels, sizes, strict=True)]
+        self.surface_paths = self._surface_paths(frame)
         self.keys = [sample_key(s) for s in self.sample_ids]
         self.dates = index_dates(frame)
         self.coords = patch_centres(frame) if len(frame) else np.zeros((0, 2), np.float32)
         corners = (frame[c].to_numpy(np.float64) for c in ("lat0", "lat1", "lon0", "lon1"))
         self.cell_areas = cell_area_deg2(*corners, sizes)  # (1°)² per pixel: the profiles' expected count
+
+    def _surface_paths(self, frame: pd.DataFrame) -> list[str]:
+        """Paths of the rows' surface-field files (``surface_npy_path``), or [] when the variant takes none.
+
+        Raises:
+            PatchIndexError: the index was exported without these surface variables (or others, or in another
+                order): the export and the config disagree, so re-export.
+        """
+        if not self.surface_variables:
+            return []
+        wanted = ";".join(self.surface_variables)
+        missing = [c for c in ("surface_variables", "surface_npy_path") if c not in frame.columns]
+        exported = set() if missing else set(frame["surface_variables"].fillna("").astype(str))
+        if missing or exported - {wanted}:
+            have = "no surface variables" if missing else f"surface variables {sorted(exported)}"
+            raise PatchIndexError(
+                f"patch index {frame.attrs.get('origin', '<DataFrame>')} has {have}; export.surface_variables is "
+                f"{list(self.surface_variables)} (eo_4band's dense conditions). Re-run the export with this config "
+                "(snakemake export), or set export.surface_variables to what was exported."
+            )
+        return [resolve_patch_path(self.index_dir, rel, name)
+                for rel, name in zip(frame["surface_npy_path"], self.row_names, strict=True)]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -619,9 +649,11 @@ class PatchDataset(Dataset):
         parts = {"y": len(channels)}
         parts.update({} if packed else {"x": len(channels), "valid": len(channels), "land": len(channels)})
         parts.update({"eo": 1} if eo_variant else {})
+        n_surface = len(self.surface_variables)
+        parts.update({"surface": n_surface} if n_surface else {})
         parts.update({"guess": len(channels)} if self.first_guess else {})
         out = _carve(n, height, width, parts)
-        y, eo, guesses = out["y"], out.get("eo"), out.get("guess")
+        y, eo, guesses, surface = out["y"], out.get("eo"), out.get("guess"), out.get("surface")
         if packed:
             valid_b = np.empty((n, len(channels), height, width), dtype=bool)
             land_b = np.empty_like(valid_b)
@@ -658,6 +690,10 @@ class PatchDataset(Dataset):
                         self._degrade_eo(raw[0], mask_rng(self.seed, self.keys[item], EO_RNG_CHANNEL))
                     _normalize_into(raw[0:1], code, eo[k])
                     eo_field = eo[k, 0]
+            if surface is not None:
+                self._surface_into(item, code, bool(available[k]), rng, surface[k], (n_surface, height, width))
+                if eo_field is not None:  # the loader's first guess regresses on every dense surface field
+                    eo_field = np.concatenate([eo[k], surface[k]])
             if guesses is not None:
                 guesses[k] = self._first_guess(x[k], valid, land, eo_field)
 
@@ -677,6 +713,8 @@ class PatchDataset(Dataset):
         if eo_variant:
             batch["eo"] = torch.from_numpy(eo)
             batch["eo_available"] = torch.from_numpy(available[:, None])
+        if surface is not None:
+            batch["surface"] = torch.from_numpy(surface)
         if guesses is not None:
             batch["first_guess"] = torch.from_numpy(guesses)
         batch["date"] = torch.from_numpy(self.dates[items])
@@ -711,6 +749,24 @@ class PatchDataset(Dataset):
             eo_celsius += np.float32(rng.uniform(-EO_OFFSET_MAX_C, EO_OFFSET_MAX_C))
         if self.eo_speckle:
             eo_celsius *= self._speckle(rng, eo_celsius.shape)
+
+    def _surface_into(self, item: int, code: int, available: bool, rng: np.random.Generator | None,
+                      out: np.ndarray, shape: tuple[int, int, int]) -> None:
+        """``out`` (S, H, W) = the sample's surface fields turned by ``code``, 0 on land and when the surface was
+        dropped; in training and degraded validation plus white noise of ``dataset.surface_noise_fraction``
+        times each field's standard deviation over the patch (a gridded altimetry map's error, which no model
+        output has)."""
+        if not available:
+            out.fill(0.0)
+            return
+        fields = np.empty(shape, np.float32)
+        self._reader.read_into(self.surface_paths[item], shape, self.row_names[item], fields)
+        if self.surface_noise > 0:
+            rng = rng if self.train else mask_rng(self.seed, self.keys[item], SURFACE_RNG_CHANNEL)
+            spread = np.nanstd(fields, axis=(1, 2), keepdims=True) if np.isfinite(fields).any() else 0.0
+            fields += (self.surface_noise * spread * rng.standard_normal(shape)).astype(np.float32)
+        np.copyto(out, _dihedral(fields, code) if code else fields)
+        np.nan_to_num(out, copy=False, nan=0.0)
 
     def _speckle(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         if self.mask_reuse <= 0 or not self.train:
@@ -813,7 +869,7 @@ def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
     return array
 
 
-AUGMENTED_KEYS = ("y", "x", "valid_mask", "land_mask", "eo", "first_guess")
+AUGMENTED_KEYS = ("y", "x", "valid_mask", "land_mask", "eo", "surface", "first_guess")
 
 
 def unpack_batch(batch: dict[str, Any]) -> dict[str, Any]:

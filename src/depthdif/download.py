@@ -48,16 +48,16 @@ def download_settings(config: Mapping) -> dict:
     """What one month's download reads of a validated config, in the config's own shape.
 
     These are the ``params`` of the rule ``download_month``: the source's kind and the section of that kind
-    (``synthetic``, ``copernicus`` or ``local_dir``), plus ``export.variable`` for the sources that check
-    it. ``source.years`` and ``source.months`` are left out on purpose: the month is the job's wildcard, and
+    (``synthetic``, ``copernicus`` or ``local_dir``), plus ``export.variable`` (and
+    ``export.surface_variables`` when not empty) for the sources that check them. ``source.years`` and ``source.months`` are left out on purpose: the month is the job's wildcard, and
     adding a month to the list must leave the params of every other month's job unchanged.
 
     Args:
         config: a validated config.
 
     Returns:
-        ``{"source": {...}}`` (+ ``{"export": {"variable": ...}}``), a copy that ``download_month`` and the
-        sources read like a config.
+        ``{"source": {...}}`` (+ ``{"export": {"variable": ..., "surface_variables": [...]}}``), a copy that
+        ``download_month`` and the sources read like a config.
 
     Raises:
         ConfigError: ``source.kind`` is not one DepthDif knows.
@@ -68,9 +68,27 @@ def download_settings(config: Mapping) -> dict:
         raise ConfigError(f"source.kind '{kind}' is unknown; use synthetic, copernicus or local.")
     section = "local_dir" if kind == "local" else kind
     settings: dict = {"source": {"kind": kind, section: copy.deepcopy(source[section])}}
-    if kind != "synthetic":  # the synthetic ocean writes its own variables whatever export.variable says
-        settings["export"] = {"variable": config["export"]["variable"]}
+    if kind != "synthetic":  # the synthetic ocean writes its own variables (thetao, zos) whatever export says
+        settings["export"] = file_variables(config["export"])
     return settings
+
+
+def file_variables(export: Mapping) -> dict:
+    """The keys of ``config["export"]`` that say which variables every raw file must hold.
+
+    ``surface_variables`` only when not empty, so that the params of a download without surface fields stay
+    what they were (no rerun of every month for an empty list).
+
+    Args:
+        export: ``config["export"]``.
+
+    Returns:
+        ``{"variable": ...}`` (+ ``"surface_variables": [...]``).
+    """
+    variables: dict = {"variable": export["variable"]}
+    if export.get("surface_variables"):
+        variables["surface_variables"] = list(export["surface_variables"])
+    return variables
 
 
 def fetch_months(
@@ -113,7 +131,9 @@ def fetch_months(
             raise ConfigError(
                 "source.kind is 'local' but source.local_dir is not set: give the folder of *.nc."
             )
-        return link_files(local_files, Path(source["local_dir"]), raw_dir, settings["export"]["variable"])
+        export = settings["export"]
+        return link_files(local_files, Path(source["local_dir"]), raw_dir, export["variable"],
+                          surface_variables=export.get("surface_variables") or ())
     raise ConfigError(f"source.kind '{kind}' is unknown; use synthetic, copernicus or local.")
 
 
@@ -221,7 +241,8 @@ def run_download(config: dict, client=None) -> Path:
         from depthdif.sources.local import check_local_files
 
         local_dir = Path(config["source"]["local_dir"])
-        checked = check_local_files(local_dir, config["export"]["variable"], months_of(config))
+        checked = check_local_files(local_dir, config["export"]["variable"], months_of(config),
+                                    surface_variables=config["export"].get("surface_variables") or ())
         local_files = [local.path for local in checked]
     dates = fetch_months(settings, months_of(config), raw_dir, local_files=local_files, client=client)
     parts = [

@@ -56,7 +56,9 @@ class EvalItems:
     truth: np.ndarray  # (P, C, H, W)
     observed: np.ndarray  # (P, C, H, W)
     ocean: np.ndarray  # (P, C, H, W) bool
-    eo: np.ndarray | None  # (P, H, W) °C
+    # (P, K, H, W): the EO sea-surface temperature (°C), then each export.surface_variables field in its unit
+    # (sea-surface height, m); NaN on land: the dense fields eo_regression_oi regresses on
+    eo: np.ndarray | None
     sample_ids: list[str]
     batches: list[dict] = field(repr=False, default_factory=list)
     locations: list[tuple[int, int]] = field(default_factory=list)  # (y0, x0) of each patch: the bootstrap unit
@@ -227,8 +229,10 @@ def gather_items(dataset, batch_size: int, keep_batches: bool = True) -> EvalIte
         observed.append(np.where(valid, truth, np.nan))
         oceans.append(ocean)
         if "eo" in batch:
-            eo = temperature_denormalize(batch["eo"].numpy()[:, 0].astype(np.float64))
-            eos.append(np.where(ocean.any(axis=1), eo, np.nan))
+            fields = temperature_denormalize(batch["eo"].numpy().astype(np.float64))
+            if "surface" in batch:
+                fields = np.concatenate([fields, batch["surface"].numpy().astype(np.float64)], axis=1)
+            eos.append(np.where(ocean.any(axis=1)[:, None], fields, np.nan))
         ids.extend(batch["info"]["sample_id"])
         locations.extend((int(y0), int(x0)) for y0, x0 in zip(batch["info"]["y0"], batch["info"]["x0"], strict=True))
         if keep_batches:

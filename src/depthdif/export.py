@@ -2,6 +2,9 @@
 
 Contract (docs/contract.md):
     {out_dir}/y_npy/<sample_id>.npy          float32 (C, H, W), °C for thetao, NaN where no data
+    {out_dir}/surface_npy/<sample_id>.npy    float32 (S, H, W) of export.surface_variables (e.g. zos, m) at the
+                                             same rows/cols, in their own units, NaN where no data; only when
+                                             export.surface_variables is not empty
     {out_dir}/patch_index_with_paths.csv     one row per patch (COLUMNS below), written last
 
 One job per month (Snakemake rule ``export_month``, wildcard ``month`` = YYYYMM): it writes that month's patches, its index
@@ -38,6 +41,12 @@ Choices worth knowing:
   salinity for export.variable = so), named in the units column.
 - Land written as a number (0, -999, 1e20 ... at every exported level, no _FillValue) stops the export
   unless export.fill_values declares it; declared values become NaN wherever they appear.
+- Surface fields (export.surface_variables, 2-D (time, latitude, longitude) such as zos) are read with the same
+  CF decoding and declared fill values, on the temperature variable's grid, and keep their own units (no
+  conversion). Their NaN is their own: which patches are kept is decided by the temperature levels alone. An
+  undeclared sentinel other than 0 (a legitimate surface value) stops the export as for the levels. The
+  index names them (``surface_variables``, ``surface_units``, joined by ";") and the file
+  (``surface_npy_path``, relative to the index's folder); the three are empty strings when none is exported.
 """
 
 from __future__ import annotations
@@ -69,7 +78,9 @@ from depthdif.cf import (
     to_celsius,
     where_of,
 )
+from depthdif.cf.axes import role_of_dim
 from depthdif.cf.dates import file_date
+from depthdif.cf.fills import COMMON_FILL_VALUES, EXPORT_HINT, constant_columns, mask_declared
 from depthdif.errors import DepthDifError
 from depthdif.layout import GRID_SUFFIX, INDEX_NAME, NPY_DIR, SPLIT_NAME, layout_of, month_part, month_tag
 from depthdif.month_parts import read_month_part
@@ -80,12 +91,15 @@ log = logging.getLogger(__name__)
 
 # the keys of config["export"] a month's export reads: the params of the rule export_month (export.workers
 # only sets how many processes the CLI's export_patches uses, so changing it reruns nothing)
-SETTINGS_KEYS = ("variable", "depth_indices", "patch_size", "stride", "max_nodata_fraction", "fill_values")
+SETTINGS_KEYS = ("variable", "depth_indices", "patch_size", "stride", "max_nodata_fraction", "fill_values",
+                 "surface_variables")
 UNASSIGNED = "unassigned"
+# the surface fields' patches, beside NPY_DIR (y_npy) in the patches folder
+SURFACE_NPY_DIR = "surface_npy"
 COLUMNS = [
     "sample_id", "source_file", "date", "y0", "x0", "patch_size", "lat0", "lat1", "lon0", "lon1",
     "nodata_fraction", "y_npy_path", "variable", "units", "depth_indices", "depth_values", "num_channels",
-    "split",
+    "surface_variables", "surface_units", "surface_npy_path", "split",
 ]  # fmt: skip
 
 # two files "share" a depth axis if their levels agree to this relative tolerance
@@ -118,6 +132,7 @@ class ExportSettings:
     stride: int
     max_nodata_fraction: float
     fill_values: tuple[float, ...] = ()
+    surface_variables: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config: Mapping) -> ExportSettings:
@@ -133,6 +148,7 @@ class ExportSettings:
             stride=int(export["stride"]),
             max_nodata_fraction=float(export["max_nodata_fraction"]),
             fill_values=tuple(float(v) for v in export.get("fill_values") or ()),
+            surface_variables=tuple(str(v) for v in export.get("surface_variables") or ()),
         )
 
 
@@ -154,6 +170,16 @@ class LevelStack:
     latitude: np.ndarray
     longitude: np.ndarray
     depth_values: tuple[np.floating, ...]
+    units: str
+
+
+@dataclass(frozen=True)
+class SurfaceField:
+    """One 2-D surface variable of one file: data (H, W) float32 in the variable's own units, NaN = no data."""
+
+    data: np.ndarray
+    latitude: np.ndarray
+    longitude: np.ndarray
     units: str
 
 
@@ -387,6 +413,147 @@ def _read_level(var, axes: dict[str, int], depth_index: int, attrs: dict, where:
     return np.ascontiguousarray(level)
 
 
+def read_surface(
+    path: Path, variable: str, grid_variable: str, fill_values: tuple[float, ...] = ()
+) -> SurfaceField:
+    """Read one 2-D surface variable (e.g. zos) of one NetCDF file, decoded to float32 (NaN = no data).
+
+    Args:
+        path: the NetCDF file.
+        variable: the surface variable (one of export.surface_variables).
+        grid_variable: the variable whose latitude/longitude the surface must be on (export.variable).
+        fill_values: values (in the variable's units) that mean no data (export.fill_values).
+
+    Returns:
+        the (H, W) field in the variable's own units (not converted) with its coordinates.
+
+    Raises:
+        ExportError: naming the file, for a missing file or variable, a variable with a depth axis or more
+            than one time step, a grid other than ``grid_variable``'s, or a file that is truncated or corrupt.
+        ExportFieldError: the file's dims, attributes or values cannot be read as CF says (see depthdif.cf),
+            or no data is written as an undeclared number.
+    """
+    return read_surfaces(path, (variable,), grid_variable, fill_values)[0]
+
+
+def read_surfaces(
+    path: Path, variables: Sequence[str], grid_variable: str, fill_values: tuple[float, ...] = ()
+) -> list[SurfaceField]:
+    """``read_surface`` of each of ``variables``, opening the file once."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: listed in the manifest but missing; rerun the download stage")
+    variable = variables[0] if variables else ""
+    try:
+        with netCDF4.Dataset(path, "r") as dataset:
+            fields = []
+            for variable in variables:
+                fields.append(_read_surface_open(dataset, path, variable, grid_variable, tuple(fill_values)))
+            return fields
+    except ExportError:
+        raise
+    except FieldFileError as err:
+        raise ExportFieldError(str(err)) from None
+    except (OSError, RuntimeError, ValueError, IndexError, KeyError) as err:
+        raise ExportError(
+            f"{path}: cannot read {variable} ({type(err).__name__}: {err}); the file is probably truncated "
+            "or corrupt: delete it and rerun the download stage"
+        ) from err
+
+
+def _surface_roles(dataset, var, path: Path) -> dict[str, int]:
+    """Position of time (optional), lat and lon among a surface variable's dims; a depth axis is refused."""
+    roles: dict[str, int] = {}
+    for position, dim in enumerate(var.dimensions):
+        coordinate = dataset.variables.get(dim)
+        attrs = None if coordinate is None else {k: coordinate.getncattr(k) for k in coordinate.ncattrs()}
+        role = role_of_dim(dim, attrs)
+        if role == "depth":
+            raise ExportError(
+                f"{path}: variable '{var.name}' has a depth axis (dims {var.dimensions}); "
+                "export.surface_variables takes 2-D (time, latitude, longitude) fields such as zos: export a "
+                "3-D variable with export.variable and export.depth_indices instead"
+            )
+        if role is None or role in roles:
+            raise ExportError(
+                f"{path}: variable '{var.name}' has dims {var.dimensions}; a surface variable "
+                "(export.surface_variables) must have (time,) latitude, longitude"
+            )
+        roles[role] = position
+    if "lat" not in roles or "lon" not in roles:
+        raise ExportError(
+            f"{path}: variable '{var.name}' has dims {var.dimensions}, no latitude/longitude; a surface variable "
+            "(export.surface_variables) must have (time,) latitude, longitude"
+        )
+    return roles
+
+
+def _read_surface_open(
+    dataset, path: Path, variable: str, grid_variable: str, fill_values: tuple[float, ...]
+) -> SurfaceField:
+    if variable not in dataset.variables:
+        raise ExportError(
+            f"{path}: surface variable '{variable}' not found (variables: {sorted(dataset.variables)}); set "
+            "export.surface_variables to variables the files hold (or []), or use source files that have it"
+        )
+    if grid_variable not in dataset.variables:
+        raise ExportError(
+            f"{path}: variable '{grid_variable}' not found (variables: {sorted(dataset.variables)}); "
+            "set export.variable to one of them"
+        )
+    var = dataset.variables[variable]
+    roles = _surface_roles(dataset, var, path)
+    if "time" in roles and var.shape[roles["time"]] != 1:
+        raise ExportError(
+            f"{path}: variable '{variable}' has {var.shape[roles['time']]} time steps; the export expects one "
+            "month per file (time of length 1 or no time dimension)"
+        )
+    latitude = _coordinate(dataset, var.dimensions[roles["lat"]], path)
+    longitude = _coordinate(dataset, var.dimensions[roles["lon"]], path)
+    grid = dataset.variables[grid_variable]
+    grid_axes = _axes_of(dataset, grid, path)
+    for axis, values, role in (("latitude", latitude, "lat"), ("longitude", longitude, "lon")):
+        expected = _coordinate(dataset, grid.dimensions[grid_axes[role]], path)
+        difference = _axis_difference(expected, values)
+        if difference:
+            raise ExportError(
+                f"{path}: surface variable '{variable}' is not on the grid of '{grid_variable}': {axis} "
+                f"{difference}. export.surface_variables must share export.variable's latitude/longitude; "
+                "regrid it or remove it from export.surface_variables"
+            )
+    attrs = {name: var.getncattr(name) for name in var.ncattrs()}
+    where = where_of(path, variable)
+    var.set_auto_maskandscale(False)  # raw values: depthdif.cf decodes them
+    index: list[int | slice] = [slice(None)] * len(var.dimensions)
+    if "time" in roles:
+        index[roles["time"]] = 0
+    field = decode_values(np.asarray(var[tuple(index)]), attrs, where)
+    if roles["lon"] < roles["lat"]:
+        field = field.T
+    field = np.ascontiguousarray(field, dtype=np.float32)
+    _mask_surface_fills(field, fill_values, where)
+    return SurfaceField(data=field, latitude=latitude, longitude=longitude, units=str(attrs.get("units", "")))
+
+
+def _mask_surface_fills(field: np.ndarray, fill_values: Sequence[float], where: str) -> None:
+    """Declared fills become NaN (in place); an undeclared common sentinel other than 0 stops the export.
+
+    0 is left out of the check: a single 2-D level has no second level to tell land from water, and 0 is a
+    value that sea-surface height (or an ice fraction) does take.
+    """
+    declared = mask_declared(field, fill_values)
+    undeclared = [v for v in COMMON_FILL_VALUES if v != 0.0 and not np.isin(np.float32(v), declared)]
+    found = constant_columns(field[None], undeclared)
+    if found:
+        counts = ", ".join(f"{value!r} in {np.count_nonzero(mask)} cells" for value, mask in found.items())
+        first = next(iter(found))
+        raise ExportFieldError(
+            f"{where}: {counts} of {field.shape[0]}x{field.shape[1]}: land written as a number (the file gives "
+            "no _FillValue or missing_value for it), not a surface value. Declare it as no data with "
+            f"{EXPORT_HINT.format(value=first)} or set _FillValue in the file."
+        )
+
+
 # --------------------------------------------------------------------------------------------- tiling
 
 
@@ -400,17 +567,29 @@ def _join(values) -> str:
 
 
 def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileResult:
-    """Read one file, write its kept tiles as .npy under ``out_dir/y_npy``, return their index rows."""
+    """Read one file, write its kept tiles as .npy under ``out_dir/y_npy`` (and their surface fields under
+    ``out_dir/surface_npy``), return their index rows."""
     stack = read_levels(job.path, settings.variable, settings.depth_indices, settings.fill_values)
     size = settings.patch_size
     try:
         origins = tile_origins(stack.data.shape[1:], size, settings.stride)
     except TilingError as err:
         raise ExportError(f"{job.path}: grid {stack.data.shape[1:]} cannot be tiled: {err}") from None
-    nodata = np.isnan(stack.data).any(axis=0)
+    nodata = np.isnan(stack.data).any(axis=0)  # the temperature levels alone decide which tiles are kept
     fractions = tile_fractions(nodata, origins, size)
     depth_indices = _join(settings.depth_indices)
     depth_values = _join(_coord_value(v) for v in stack.depth_values)
+    surface, surface_names, surface_units = None, "", ""
+    if settings.surface_variables:
+        fields = read_surfaces(job.path, settings.surface_variables, settings.variable, settings.fill_values)
+        surface = np.stack([field.data for field in fields])
+        if surface.shape[1:] != stack.data.shape[1:]:  # same axes, so only a bug gets here
+            raise ExportError(
+                f"{job.path}: surface fields {surface.shape[1:]} and {settings.variable} {stack.data.shape[1:]} "
+                "differ in shape"
+            )
+        surface_names = _join(settings.surface_variables)
+        surface_units = _join(field.units for field in fields)
     rows, n_all_land = [], 0
     for (y0, x0), fraction in zip(origins, fractions, strict=True):
         if fraction >= 1.0:
@@ -422,6 +601,11 @@ def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileRe
         relative = f"{NPY_DIR}/{sample_id}.npy"
         tile = np.ascontiguousarray(stack.data[:, y0 : y0 + size, x0 : x0 + size])
         _write_npy(out_dir / relative, tile)
+        surface_relative = ""
+        if surface is not None:
+            surface_relative = f"{SURFACE_NPY_DIR}/{sample_id}.npy"
+            _write_npy(out_dir / surface_relative,
+                       np.ascontiguousarray(surface[:, y0 : y0 + size, x0 : x0 + size]))  # fmt: skip
         rows.append(
             {
                 "sample_id": sample_id,
@@ -441,6 +625,9 @@ def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileRe
                 "depth_indices": depth_indices,
                 "depth_values": depth_values,
                 "num_channels": len(settings.depth_indices),
+                "surface_variables": surface_names,
+                "surface_units": surface_units,
+                "surface_npy_path": surface_relative,
                 "split": UNASSIGNED,
             }
         )
@@ -486,10 +673,11 @@ def export_month(
         export: ``config["export"]`` (or ``export_params`` of it: the rule's params).
         manifest_csv: the month's manifest (``RunLayout.month_manifest``).
         raw_dir: the folder its file names are relative to (``RunLayout.raw_dir``).
-        index_csv: the month's index rows (``RunLayout.month_index``), COLUMNS, ``y_npy_path`` relative to
-            ``patches_dir``; written last, atomically.
+        index_csv: the month's index rows (``RunLayout.month_index``), COLUMNS, ``y_npy_path`` and
+            ``surface_npy_path`` relative to ``patches_dir``; written last, atomically.
         grid_npz: latitude, longitude and depths of each file (``RunLayout.month_grid``), for ``gather_index``.
-        patches_dir: where ``y_npy/<sample_id>.npy`` go (``RunLayout.patches_dir``).
+        patches_dir: where ``y_npy/<sample_id>.npy`` (and ``surface_npy/<sample_id>.npy`` when
+            export.surface_variables is not empty) go (``RunLayout.patches_dir``).
         workers: processes working on the month's files (a month usually has one file).
         stale: files this export makes stale (the gathered index, the split index): removed first, so that
             none that looks finished names patches this job rewrites.
@@ -563,9 +751,10 @@ def _check_workers(workers: int) -> int:
 
 def _log_settings(n_files: int, settings: ExportSettings, workers: int) -> None:
     log.info(
-        "exporting %d file(s): %s levels %s, %dx%d patches every %d px, max no-data %.2f, %d worker(s)",
-        n_files, settings.variable, list(settings.depth_indices), settings.patch_size,
-        settings.patch_size, settings.stride, settings.max_nodata_fraction, workers,
+        "exporting %d file(s): %s levels %s (surface %s), %dx%d patches every %d px, max no-data %.2f, "
+        "%d worker(s)",
+        n_files, settings.variable, list(settings.depth_indices), list(settings.surface_variables),
+        settings.patch_size, settings.patch_size, settings.stride, settings.max_nodata_fraction, workers,
     )  # fmt: skip
 
 
@@ -661,8 +850,8 @@ def gather_index(
     Args:
         indexes: the months' index rows (``RunLayout.month_index``).
         grids: the months' axes (``RunLayout.month_grid``), same months.
-        out_csv: the index (``RunLayout.patch_index``); ``y_npy_path`` is relative to its folder. Written
-            last, atomically, rows sorted by (date, y0, x0, source_file).
+        out_csv: the index (``RunLayout.patch_index``); ``y_npy_path`` and ``surface_npy_path`` are relative
+            to its folder. Written last, atomically, rows sorted by (date, y0, x0, source_file).
         split_csv: the split index beside it (``RunLayout.split_index``), removed when present.
 
     Returns:
@@ -699,6 +888,8 @@ def gather_index(
             "that folder and run the export again"
         )
     _remove_stale_npy(out_csv.parent / NPY_DIR, set(frame["sample_id"]))
+    with_surface = frame.loc[frame["surface_npy_path"] != "", "sample_id"]
+    _remove_stale_npy(out_csv.parent / SURFACE_NPY_DIR, set(with_surface), remove_empty=not len(with_surface))
     atomic_to_csv(frame, out_csv)
     log.info("wrote %d patches of %d month(s) to %s", len(frame), len(indexes), out_csv)
     return out_csv
@@ -847,11 +1038,19 @@ def _report(results: list[FileResult]) -> list[dict]:
     return rows
 
 
-def _remove_stale_npy(npy_dir: Path, sample_ids: set[str]) -> None:
-    """Delete .npy files the new index does not list (old config, temp files of a killed run)."""
+def _remove_stale_npy(npy_dir: Path, sample_ids: set[str], remove_empty: bool = False) -> None:
+    """Delete .npy files the new index does not list (old config, temp files of a killed run).
+
+    ``remove_empty``: then also the folder, when nothing is left in it (surface_npy/ of an export that
+    exports no surface field any more). A folder that does not exist is left alone.
+    """
+    if not npy_dir.is_dir():
+        return
     wanted = {f"{sample_id}.npy" for sample_id in sample_ids}
     stale = [p for p in npy_dir.iterdir() if p.name.endswith(".npy") and p.name not in wanted]
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:
         log.info("removed %d stale .npy file(s) from %s", len(stale), npy_dir)
+    if remove_empty and not any(npy_dir.iterdir()):
+        npy_dir.rmdir()

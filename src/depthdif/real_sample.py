@@ -31,7 +31,7 @@ import pandas as pd
 from depthdif.atomic import atomic_to_csv
 from depthdif.cf.axes import axis_roles, depth_below_surface_m, match_levels
 from depthdif.cf.decode import decode_values
-from depthdif.download import download_month
+from depthdif.download import download_month, file_variables
 from depthdif.errors import DepthDifError
 from depthdif.export import SETTINGS_KEYS, FileJob, export_month, gather_index, load_grids, read_manifest
 
@@ -56,10 +56,11 @@ def real_download_settings(config: Mapping) -> dict:
         config: a validated config.
 
     Returns:
-        ``{"source": {"kind": "local"}, "export": {"variable": ...}}``, read like a config by
+        ``{"source": {"kind": "local"}, "export": {"variable": ..., "surface_variables": [...]}}`` (the
+        latter when not empty: the real files must hold the surface fields too), read like a config by
         ``download_real_month``.
     """
-    return {"source": {"kind": "local"}, "export": {"variable": config["export"]["variable"]}}
+    return {"source": {"kind": "local"}, "export": file_variables(config["export"])}
 
 
 def download_real_month(
@@ -111,7 +112,8 @@ def real_export_params(export: Mapping) -> dict:
         export: ``config["export"]``.
 
     Returns:
-        ``variable``, ``patch_size``, ``stride``, ``max_nodata_fraction``, ``fill_values``.
+        ``variable``, ``patch_size``, ``stride``, ``max_nodata_fraction``, ``fill_values``,
+        ``surface_variables`` (the real patches get the same surface fields as the main export's).
     """
     params = {key: copy.deepcopy(export[key]) for key in SETTINGS_KEYS if key != "depth_indices"}
     params["stride"] = max(1, int(export["patch_size"]) // 2)

@@ -16,7 +16,7 @@ from depthdif.config import config_subset
 # dataset keys that shape the val observations (masks, surface, land); the others (mask_fraction, train_*,
 # first_guess, enable_transform, eo_dropout_prob, ...) shape only training batches or the model's inputs
 OBSERVATION_KEYS = ("temp_v1_band", "observations", "profiles_per_deg2_month", "mask_patch_min", "mask_patch_max",
-                    "fill_value", "eo_degraded_val", "eo_random_offset", "eo_speckle")
+                    "fill_value", "eo_degraded_val", "eo_random_offset", "eo_speckle", "surface_noise_fraction")
 # evaluate keys of the val selection, the passes and the baselines' own settings (not the model's sampling)
 BASELINE_EVALUATE_KEYS = ("max_patches", "months_per_location", "mask_fractions", "profile_density_factors",
                           "oi_length_scale_px", "oi_noise_ratio", "oi_tune", "idw_neighbours", "dineof",
@@ -24,7 +24,9 @@ BASELINE_EVALUATE_KEYS = ("max_patches", "months_per_location", "mask_fractions"
 
 STAGE_READS: dict[str, dict[str, tuple[str, ...] | None]] = {
     # depthdif.evaluate_baselines.run_baselines: no model key, so a model change reruns no baseline
-    "baselines": {"seed": None, "dataset": OBSERVATION_KEYS, "evaluate": BASELINE_EVALUATE_KEYS},
+    # (export.surface_variables: the dense fields eo_regression_oi regresses on)
+    "baselines": {"seed": None, "dataset": OBSERVATION_KEYS, "evaluate": BASELINE_EVALUATE_KEYS,
+                  "export": ("surface_variables",)},
     # depthdif.evaluate.run_evaluation: data_dir (the month reconstruction.nc rebuilds), export (its levels),
     # model and train (the checkpoint's compatibility check, threads), loader (the batches seed the model's
     # sampling), dataset, evaluate, seed

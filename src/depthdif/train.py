@@ -257,6 +257,39 @@ def fit_first_guess(module: DepthDifModule, datamodule: pl.LightningDataModule, 
     estimator.set_statistics({"sigma_table": fit_sigma_table(estimator, batches, samples)})
 
 
+def fit_surface_scale(module: DepthDifModule, datamodule: pl.LightningDataModule, config: Mapping) -> None:
+    """Set ``module.surface_scale`` (S,) to the root-mean-square anomaly of each surface variable over a patch
+    (field minus its patch mean, ocean pixels with a surface), on up to ``model.first_guess_fit_samples``
+    training patches: the network then sees sea level in units of its own typical mesoscale signal, whatever
+    its physical unit. Stored in model.ckpt.
+
+    Raises:
+        FirstGuessFitError: no training patch has a surface field (all dropped, or all land).
+    """
+    from depthdif.baselines.cokriging import FirstGuessFitError
+    from depthdif.models.module import observed_mean
+
+    samples = int(config["model"]["first_guess_fit_samples"])
+    squares = torch.zeros(len(module.surface_variables), dtype=torch.float64)
+    pixels, seen = 0.0, 0
+    for batch in training_batches(datamodule, int(config["loader"]["batch_size"]), int(config["seed"])):
+        present = (batch["eo"] != 0).double()
+        surface = batch["surface"].double()
+        anomaly = (surface - observed_mean(surface, present)) * present
+        squares += (anomaly**2).sum((0, 2, 3))
+        pixels += float(present.sum())
+        seen += len(surface)
+        if seen >= samples:
+            break
+    if pixels == 0:
+        raise FirstGuessFitError(f"no training patch has a value of {list(module.surface_variables)} on its ocean; "
+                                 "check the exported surface_npy files")
+    scale = torch.sqrt(squares / pixels).clamp_min(1e-12)
+    module.surface_scale.copy_(scale)
+    log.info("surface variables %s: typical patch anomaly %s (their units), from %d training patches",
+             list(module.surface_variables), [f"{float(v):.4g}" for v in scale], seen)
+
+
 def measured_x0_error(module: DepthDifModule, state: dict[str, torch.Tensor], datamodule, config: Mapping
                       ) -> dict[str, torch.Tensor]:
     """The averaged weights with the network's x0 error by timestep measured on training batches (the analytic
@@ -297,8 +330,11 @@ def run_training(
     resume = resumable_checkpoint(out_dir / "train" / "checkpoints" / LAST_CKPT)
     if resume:
         log.info("resuming %s from %s", variant, resume)  # the first guess's statistics come with it
-    elif module.cokriging is not None:
-        fit_first_guess(module, datamodule, config)
+    else:
+        if module.surface_variables:
+            fit_surface_scale(module, datamodule, config)
+        if module.cokriging is not None:
+            fit_first_guess(module, datamodule, config)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
 
     model_path = out_dir / MODEL_FILE

@@ -8,9 +8,13 @@ patch is then analysed by ordinary cokriging (Journel & Huijbregts 1978, ch. V; 
 Two covariance *setups* are kept:
 
 * ``0`` - anomalies from each patch's band mean (``temp_v1``, or ``eo_4band`` when the surface field is missing);
-* ``1`` - residuals after each patch's regression of the band on the surface (EO) field: kriging with an
-  external drift (Wackernagel 2003, ch. 38), the drift slope given a prior estimated from the training
-  patches' slopes (its mean is subtracted first, its variance enters the covariance), the intercept left free.
+* ``1`` - residuals after each patch's regression of the band on the dense surface fields (the EO sea-surface
+  temperature, and every exported surface variable such as sea-surface height ``zos``): kriging with external
+  drifts (Wackernagel 2003, ch. 38), the K drift slopes given a Gaussian prior estimated from the training
+  patches' slopes (its mean is subtracted first, its K x K covariance enters the covariance), the intercept
+  left free. This is the ARMOR3D construction (Guinehut et al. 2012, "High resolution 3-D temperature and
+  salinity fields derived from in situ and satellite observations", Ocean Sci. 8): regress the subsurface on
+  SST and SSH, then optimally interpolate the profiles' departures from that regression.
 
 The unknown mean of each band is handled by adding a large constant ``MEAN_PRIOR_FACTOR * C(0)`` to that
 band's covariance (the limit of simple kriging with a vague prior on the mean is ordinary kriging), which keeps
@@ -98,22 +102,32 @@ def _ocean_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return (values * weight).sum((-2, -1), keepdim=True) / weight.sum((-2, -1), keepdim=True).clamp_min(1.0)
 
 
-def surface_anomaly_c(batch: Mapping, smoothing_px: float = 0.0) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(B, H, W) surface field minus its patch mean, in °C (0 where missing), and (B,) availability; or None.
+def surface_drifts(batch: Mapping, smoothing_px: float = 0.0) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The drift fields of a batch: (B, K, H, W) dense surface fields minus their patch means, 0 where missing,
+    and (B,) availability; or None without a surface field.
 
-    ``eo`` is 0 on land and where dropped (the batch contract), so a 0 is "no surface value". With
-    ``smoothing_px`` the field is low-passed by a normalised Gaussian of that width (land left out): a satellite
-    surface carries ~0.2 °C of pixel speckle, which a drift term would copy into every estimate.
+    K = 1 + S: the EO sea-surface temperature ``eo`` in °C, then the S extra surface fields ``surface`` (the
+    batch contract's ``export.surface_variables``, e.g. sea-surface height in m), each in its own unit (a
+    regression slope is then °C per that unit). ``eo`` is 0 on land and where dropped (the batch contract), so a
+    0 is "no surface value" for every field. With ``smoothing_px`` the fields are low-passed by a normalised
+    Gaussian of that width (land left out): a satellite surface carries ~0.2 °C of pixel speckle, which a drift
+    term would copy into every estimate.
     """
     if "eo" not in batch:
         return None
     eo = batch["eo"][:, 0].double()
-    present = (eo != 0).double()
-    anomaly = (eo - _ocean_mean(eo, present)) * present * Y_STD
+    present = (eo != 0).double()[:, None]
+    fields = eo[:, None] * Y_STD
+    if "surface" in batch and batch["surface"].shape[1]:
+        fields = torch.cat([fields, batch["surface"].double()], 1)
+    anomaly = (fields - _ocean_mean(fields, present)) * present
     if smoothing_px > 0:
-        anomaly = _gaussian_smooth(anomaly, present, smoothing_px)
+        b, k = anomaly.shape[:2]
+        flat = _gaussian_smooth(anomaly.reshape(b * k, *anomaly.shape[2:]),
+                                present.expand_as(anomaly).reshape(b * k, *anomaly.shape[2:]), smoothing_px)
+        anomaly = flat.reshape(anomaly.shape)
     available = batch["eo_available"].reshape(-1).double() if "eo_available" in batch else present.flatten(1).amax(1)
-    available = available * (present.flatten(1).sum(1) > 2)
+    available = available * (present.flatten(1).sum(1) > 2 * anomaly.shape[1])
     return anomaly, available
 
 
@@ -131,22 +145,28 @@ def _gaussian_smooth(field: torch.Tensor, weight: torch.Tensor, width_px: float)
     return blur(field * weight) / blur(weight).clamp_min(1e-6) * weight
 
 
-def patch_residuals(y: torch.Tensor, land: torch.Tensor, surface: torch.Tensor | None) -> tuple[torch.Tensor,
-                                                                                                 torch.Tensor]:
-    """Residual fields in °C of complete patches (B, C, H, W): the anomaly from the patch mean, or, with a
-    surface anomaly ``surface`` (B, H, W), the residual of the patch's least-squares regression on it.
+def patch_residuals(y: torch.Tensor, land: torch.Tensor, drifts: torch.Tensor | None) -> tuple[torch.Tensor,
+                                                                                                torch.Tensor]:
+    """Residual fields in °C of complete patches (B, C, H, W): the anomaly from the patch mean, or, with drift
+    fields ``drifts`` (B, K, H, W) (:func:`surface_drifts`), the residual of each band's least-squares multiple
+    regression on them over its own ocean pixels.
 
-    Returns (residuals, slopes (B, C) in °C/°C; 0 without a surface field).
+    Returns (residuals, slopes (B, C, K) in °C per drift unit; K = 0 without drifts).
     """
     y = y.double()
     land = land.double()
     anomaly = (y - _ocean_mean(y, land)) * land * Y_STD
-    if surface is None:
-        return anomaly, torch.zeros(y.shape[:2], dtype=torch.float64, device=y.device)
-    s = surface[:, None].double() * land
-    s = (s - _ocean_mean(s, land)) * land
-    slopes = (anomaly * s).sum((-2, -1)) / (s * s).sum((-2, -1)).clamp_min(1e-12)
-    return (anomaly - slopes[..., None, None] * s) * land, slopes
+    if drifts is None:
+        return anomaly, torch.zeros(*y.shape[:2], 0, dtype=torch.float64, device=y.device)
+    wet = land[:, :, None]
+    s = drifts[:, None].double() * wet  # (B, C, K, H, W)
+    s = (s - _ocean_mean(s, wet)) * wet
+    gram = torch.einsum("bckhw,bclhw->bckl", s, s)
+    moment = torch.einsum("bckhw,bchw->bck", s, anomaly)
+    ridge = 1e-9 * gram.diagonal(0, -2, -1).sum(-1).clamp_min(1e-12)[..., None, None]
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    slopes = torch.linalg.solve(gram + ridge * eye, moment[..., None])[..., 0]
+    return (anomaly - torch.einsum("bck,bckhw->bchw", slopes, s)) * land, slopes
 
 
 def _torus_transforms(table: torch.Tensor) -> list[torch.Tensor]:
@@ -295,8 +315,9 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
         surface_smoothing_px: Gaussian width the surface field is smoothed with (as the estimator will).
 
     Returns:
-        ``covariance`` (SETUPS, C, C, 2P, 2P) °C², ``slope_mean`` and ``slope_var`` (C,) of the patches'
-        regression slopes on the surface field (°C/°C; 0 without one), ``band_mean`` (C,) z-scores, the mean
+        ``covariance`` (SETUPS, C, C, 2P, 2P) °C², ``slope_mean`` (C, K) and ``slope_var`` (C, K, K), the mean
+        and covariance of the patches' regression slopes on the K drift fields (:func:`surface_drifts`; °C per
+        drift unit; 0 without a surface field), ``band_mean`` (C,) z-scores, the mean
         level of each band over the training patches, ``samples`` (scalar).
 
     Raises:
@@ -317,7 +338,7 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
         residual0, _ = patch_residuals(y, land, None)
         acc.add(residual0, land, 0)
         level_sum += _ocean_mean(y.double(), land).sum(0).view(-1)
-        surface = surface_anomaly_c({k: v.cpu() for k, v in batch.items() if torch.is_tensor(v)}, surface_smoothing_px)
+        surface = surface_drifts({k: v.cpu() for k, v in batch.items() if torch.is_tensor(v)}, surface_smoothing_px)
         if surface is not None:
             anomaly, available = surface
             keep = available > 0
@@ -337,13 +358,18 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
         log.warning("first guess: %d training patches with NaN/inf on ocean pixels were left out of the fit", skipped)
     covariance = torch.stack([acc.covariance(0), acc.covariance(1) if acc.slopes else acc.covariance(0)])
     if acc.slopes:
-        slopes = torch.cat(acc.slopes)
-        slope_mean, slope_var = slopes.mean(0), slopes.var(0) if len(slopes) > 1 else torch.ones(num_bands)
+        slopes = torch.cat(acc.slopes)  # (N, C, K)
+        slope_mean = slopes.mean(0)
+        centred = slopes - slope_mean
+        slope_var = (torch.einsum("nck,ncl->ckl", centred, centred) / (len(slopes) - 1) if len(slopes) > 1
+                     else torch.eye(slopes.shape[-1], dtype=torch.float64).expand(num_bands, -1, -1).clone())
     else:
-        slope_mean = slope_var = torch.zeros(num_bands, dtype=torch.float64)
-    log.info("first guess: covariances from %d training patches; band variances %s °C²; surface slopes %s",
+        slope_mean = torch.zeros(num_bands, 1, dtype=torch.float64)
+        slope_var = torch.zeros(num_bands, 1, 1, dtype=torch.float64)
+    log.info("first guess: covariances from %d training patches; band variances %s °C²; surface-drift slopes %s "
+             "(°C per unit of SST, then of each surface variable)",
              seen, [round(float(v), 4) for v in covariance[0].diagonal(0, 0, 1)[0, 0]],
-             [round(float(v), 3) for v in slope_mean])
+             [[round(float(v), 3) for v in band] for band in slope_mean])
     return {"covariance": covariance, "slope_mean": slope_mean.double(), "slope_var": slope_var.double(),
             "band_mean": level_sum / seen, "samples": torch.tensor(float(seen), dtype=torch.float64)}
 
@@ -366,8 +392,8 @@ def observation_features(valid_ocean: torch.Tensor) -> tuple[torch.Tensor, torch
 class Cokriging(nn.Module):
     """Ordinary cokriging of the target bands of a batch with stored (trained) statistics.
 
-    Buffers (saved with the model): ``covariance`` (SETUPS, C, C, 2P, 2P) °C² on the torus, ``slope_mean`` /
-    ``slope_var`` (C,), ``sigma_table`` (SETUPS, C, DISTANCE_BINS, len(DENSITY_EDGES) + 1) °C, ``fitted``.
+    Buffers (saved with the model): ``covariance`` (SETUPS, C, C, 2P, 2P) °C² on the torus, ``slope_mean``
+    (C, K) and ``slope_var`` (C, K, K) of the drift slopes (K = 1 + the number of surface variables), ``sigma_table`` (SETUPS, C, DISTANCE_BINS, len(DENSITY_EDGES) + 1) °C, ``fitted``.
 
     Args:
         num_bands: C.
@@ -377,11 +403,12 @@ class Cokriging(nn.Module):
             (no cross-band terms): dense observations of a band leave little to learn from the others, and the
             joint Cholesky factorisation grows as the cube of the count.
         max_observations: at most this many observations of a band enter the solve (evenly thinned above it).
-        surface_smoothing_px: width of the Gaussian the surface field is smoothed with before it enters the drift.
+        surface_smoothing_px: width of the Gaussian the surface fields are smoothed with before they enter the drift.
+        num_drifts: K, the dense surface fields of the drift: 1 (the EO SST) + the surface variables.
     """
 
     def __init__(self, num_bands: int, size: int, nugget: float = 1e-3, max_joint_observations: int = 800,
-                 max_observations: int = 2000, surface_smoothing_px: float = 0.0):
+                 max_observations: int = 2000, surface_smoothing_px: float = 0.0, num_drifts: int = 1):
         super().__init__()
         self.max_observations = int(max_observations)
         self.surface_smoothing_px = float(surface_smoothing_px)
@@ -390,14 +417,24 @@ class Cokriging(nn.Module):
         self.max_joint = int(max_joint_observations)
         torus = 2 * self.size
         self.register_buffer("covariance", torch.zeros(SETUPS, num_bands, num_bands, torus, torus, dtype=torch.float64))
-        self.register_buffer("slope_mean", torch.zeros(num_bands, dtype=torch.float64))
-        self.register_buffer("slope_var", torch.zeros(num_bands, dtype=torch.float64))
+        self.num_drifts = int(num_drifts)
+        self.register_buffer("slope_mean", torch.zeros(num_bands, self.num_drifts, dtype=torch.float64))
+        self.register_buffer("slope_var", torch.zeros(num_bands, self.num_drifts, self.num_drifts, dtype=torch.float64))
         self.register_buffer("sigma_table", torch.ones(SETUPS, num_bands, DISTANCE_BINS, len(DENSITY_EDGES) + 1,
                                                        dtype=torch.float64))
         # band_mean_fitted 0: not known (a model saved before this statistic existed); see _band_levels
         self.register_buffer("band_mean", torch.zeros(num_bands, dtype=torch.float64))
         self.register_buffer("band_mean_fitted", torch.zeros((), dtype=torch.float64))
         self.register_buffer("fitted", torch.zeros((), dtype=torch.float64))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # model.ckpt formats 2-4 stored one drift (the SST): slopes (C,) and their variance (C,)
+        mean, var = state_dict.get(prefix + "slope_mean"), state_dict.get(prefix + "slope_var")
+        if mean is not None and mean.ndim == 1:
+            state_dict[prefix + "slope_mean"] = mean[:, None]
+        if var is not None and var.ndim == 1:
+            state_dict[prefix + "slope_var"] = var[:, None, None]
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_statistics(self, stats: Mapping[str, torch.Tensor]) -> None:
         with torch.no_grad():
@@ -428,7 +465,10 @@ class Cokriging(nn.Module):
             raise ValueError(f"cokriging: patches are {tuple(x.shape[-2:])} px, the statistics are for {self.size} px")
         land = batch["land_mask"] > 0
         observed = (batch["valid_mask"] > 0) & land
-        surface = surface_anomaly_c(batch, self.surface_smoothing_px)
+        surface = surface_drifts(batch, self.surface_smoothing_px)
+        if surface is not None and surface[0].shape[1] != self.num_drifts:
+            raise ValueError(f"cokriging: the batch has {surface[0].shape[1]} surface fields (SST + surface "
+                             f"variables), the statistics are for {self.num_drifts}")
         means = torch.zeros_like(x, dtype=torch.float64)
         setups = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         if surface is not None:
@@ -527,10 +567,11 @@ class Cokriging(nn.Module):
         system = shifted[_lag_index(bands, rows, cols, self.num_bands, size)]
         system = system + same * (MEAN_PRIOR_FACTOR * variances.max())
         rhs = values.clone()
-        if eo is not None:
-            e = eo[rows, cols]
-            rhs = rhs - self.slope_mean.to(values.device)[bands] * e
-            system = system + same * self.slope_var.to(values.device)[bands][:, None] * e[:, None] * e[None, :]
+        if eo is not None:  # (K, H, W) drift fields
+            e = eo[:, rows, cols].T  # (n, K)
+            prior_cov = self.slope_var.to(values.device)[bands]  # (n, K, K)
+            rhs = rhs - (self.slope_mean.to(values.device)[bands] * e).sum(1)
+            system = system + same * (torch.einsum("ik,ikl->il", e, prior_cov) @ e.T)
         diagonal = self.nugget * variances[bands]
         weights = _cholesky_solve(system, diagonal, rhs)
         # estimate on the grid: sum_j C_{b c_j}(x - p_j) w_j by FFT, plus the mean and drift terms
@@ -544,8 +585,8 @@ class Cokriging(nn.Module):
             level = MEAN_PRIOR_FACTOR * variances.max() * weights[in_band].sum()
             out[b] = field[b] + level
             if eo is not None:
-                drift = self.slope_mean[b] + self.slope_var[b] * (weights[in_band] * eo[rows[in_band], cols[in_band]]).sum()
-                out[b] = out[b] + drift * eo
+                drift = self.slope_mean[b] + self.slope_var[b] @ (e[in_band] * weights[in_band, None]).sum(0)
+                out[b] = out[b] + torch.einsum("k,khw->hw", drift, eo)
         for b in range(self.num_bands):
             if b not in group:
                 out[b] = 0.0
@@ -597,7 +638,7 @@ def fit_sigma_table(estimator: Cokriging, batches: Iterable[Mapping], max_sample
         land = batch["land_mask"] > 0
         observed = (batch["valid_mask"] > 0) & land
         hidden = land & ~observed
-        setups = ((surface_anomaly_c(batch)[1] > 0).long() if "eo" in batch
+        setups = ((surface_drifts(batch)[1] > 0).long() if "eo" in batch
                   else torch.zeros(len(land), dtype=torch.long))
         distance, density = observation_features(observed)
         error = ((guess.mean.double() - batch["y"].double()) * Y_STD) ** 2

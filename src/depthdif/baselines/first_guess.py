@@ -11,7 +11,7 @@ import logging
 import numpy as np
 
 from ._common import BaselineInputError, as_ocean_mask
-from .optimal_interpolation import complete_eo, gaussian_oi_anomaly, regress_on_eo
+from .optimal_interpolation import complete_eo, drift_trend, gaussian_oi_anomaly
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ def first_guess_estimate(
     length_scale_px: float,
     noise_ratio: float = 0.05,
 ) -> np.ndarray:
-    """Per band: EO regression + OI of residuals when ``eo`` is given, else OI; ``(C, H, W)`` float32.
+    """Per band: regression on the surface field(s) ``eo`` ((H, W) EO, or (K, H, W) with the other surface
+    variables) + OI of residuals when given, else OI; ``(C, H, W)`` float32.
 
     ``x`` is the normalised (z-score) corrupted input, read only where ``valid`` (any value, e.g. 0, may
     stand at hidden pixels); ``land`` is the ocean mask (True = ocean) per band.  Observed pixels keep
@@ -53,8 +54,7 @@ def first_guess_estimate(
             if eo_full is None:
                 trend = np.full(shape, values[:, j].mean())
             else:
-                intercept, slope = regress_on_eo(values[:, j], eo_full[rows, cols])
-                trend = intercept + slope * eo_full
+                trend = drift_trend(values[:, j], eo_full, rows, cols)
             trends.append(trend)
             residuals[:, j] = values[:, j] - trend[rows, cols]
         anomaly = gaussian_oi_anomaly(rows, cols, residuals, shape, length_scale_px, noise_ratio, np.float32)

@@ -230,25 +230,39 @@ def oi(
     return finish(field, data)
 
 
-def regress_on_eo(values: np.ndarray, eo_values: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``(a, b)`` of ``values ~ a + b * eo``; slope 0 when it is not identifiable.
+def regress_on_drifts(values: np.ndarray, drifts: np.ndarray) -> tuple[float, np.ndarray]:
+    """Least-squares ``(a, b)`` of ``values ~ a + drifts @ b`` (multiple linear regression).
 
-    With fewer than 3 observations a line through them would be fitted exactly and extrapolate wildly,
-    and with a constant EO at the observations the slope is undefined: both return the mean and b = 0.
+    Args:
+        values: (n,) observations.
+        drifts: (n, K) the dense fields at the observations (SST, sea-surface height, ...; any units).
+
+    Returns:
+        The intercept and the (K,) slopes. With fewer than K + 2 observations a regression through them would
+        be fitted (nearly) exactly and extrapolate wildly: the mean and zero slopes. A field constant at the
+        observations gets slope 0 (its column is left out).
     """
-    if len(values) < 3:
-        return float(values.mean()), 0.0
-    eo_centred = eo_values - eo_values.mean()
-    spread = float(eo_centred @ eo_centred)
-    if spread <= 1e-12 * len(values) * max(1.0, float(np.abs(eo_values).max()) ** 2):
-        return float(values.mean()), 0.0
-    slope = float(eo_centred @ (values - values.mean())) / spread
-    return float(values.mean() - slope * eo_values.mean()), slope
+    values = np.asarray(values, dtype=np.float64)
+    drifts = np.asarray(drifts, dtype=np.float64).reshape(len(values), -1)
+    slopes = np.zeros(drifts.shape[1])
+    if len(values) < drifts.shape[1] + 2:
+        return float(values.mean()), slopes
+    centred = drifts - drifts.mean(0)
+    spread = (centred**2).sum(0)
+    usable = spread > 1e-12 * len(values) * np.maximum(1.0, np.abs(drifts).max(0) ** 2)
+    if usable.any():
+        solution, *_ = np.linalg.lstsq(centred[:, usable], values - values.mean(), rcond=None)
+        slopes[usable] = solution
+    return float(values.mean() - drifts.mean(0) @ slopes), slopes
 
 
 def complete_eo(eo: np.ndarray, ocean: np.ndarray) -> np.ndarray | None:
-    """The EO field with missing ocean pixels filled by their nearest valid EO pixel; None if none is valid."""
+    """The EO field (H, W), or a stack of dense surface fields (K, H, W), with missing ocean pixels filled by
+    their nearest valid pixel of the same field; None if a field has no valid ocean pixel."""
     eo = np.asarray(eo, dtype=np.float64)
+    if eo.ndim == 3:
+        fields = [complete_eo(field, ocean) for field in eo]
+        return None if any(f is None for f in fields) else np.stack(fields)
     if eo.shape != ocean.shape:
         raise ValueError(f"eo has shape {eo.shape} but the band has shape {ocean.shape}; pass the EO band of the same patch")
     valid = np.isfinite(eo) & ocean
@@ -259,6 +273,14 @@ def complete_eo(eo: np.ndarray, ocean: np.ndarray) -> np.ndarray | None:
     return nearest_fill(np.where(valid, eo, 0.0), valid)
 
 
+def drift_trend(values: np.ndarray, fields: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """(H, W) regression of the observed ``values`` at (rows, cols) on the dense ``fields`` ((H, W) or
+    (K, H, W), complete on the ocean), evaluated everywhere: ``a + sum_k b_k fields[k]``."""
+    stack = fields if fields.ndim == 3 else fields[None]
+    intercept, slopes = regress_on_drifts(values, stack[:, rows, cols].T)
+    return intercept + np.tensordot(slopes, stack, axes=1)
+
+
 def eo_regression_oi(
     obs: np.ndarray,
     land: np.ndarray,
@@ -267,11 +289,14 @@ def eo_regression_oi(
     noise_ratio: float = 0.05,
     tune: bool = False,
 ) -> np.ndarray:
-    """Regression of the band on the EO/surface field, plus OI of the regression residuals.
+    """Regression of the band on the dense surface fields, plus OI of the regression residuals.
 
-    ``prediction = a + b * eo + OI(y - a - b * eo)``, with ``a, b`` fitted by least squares on the
-    observed pixels.  The residuals have zero mean (the regression has an intercept), so their OI is
-    around 0.  Without a usable EO field (None, or no finite value on the ocean) this is plain :func:`oi`.
+    ``prediction = a + b · eo + OI(y - a - b · eo)``, with ``a, b`` fitted by least squares on the observed
+    pixels. ``eo`` is the EO sea-surface temperature (H, W), or a stack (K, H, W) of it and the other dense
+    surface fields (sea-surface height, ...; any units): the ARMOR3D construction (Guinehut et al. 2012, Ocean
+    Sci. 8), a multiple regression on SST and SSH before the OI of the profiles' residuals. The residuals have
+    zero mean (the regression has an intercept), so their OI is around 0. Without a usable surface field (None,
+    or a field with no finite value on the ocean) this is plain :func:`oi`.
     """
     data = gather_observations(obs, land)
     if not data.ocean.any():
@@ -281,8 +306,7 @@ def eo_regression_oi(
     if eo_full is None:
         logger.debug("eo_regression_oi: no EO field; falling back to oi")
         return oi(obs, land, length_scale_px, noise_ratio, tune)
-    intercept, slope = regress_on_eo(data.values, eo_full[data.rows, data.cols])
-    trend = intercept + slope * eo_full
+    trend = drift_trend(data.values, eo_full, data.rows, data.cols)
     residuals = data.values - trend[data.rows, data.cols]
     length, noise = _oi_parameters(data, residuals, length_scale_px, noise_ratio, tune)
     field = trend + gaussian_oi_anomaly(data.rows, data.cols, residuals, data.shape, length, noise)

@@ -1,7 +1,8 @@
 """LightningModule of the conditional diffusion model: training loss, validation RMSE, sampling, saving.
 
 One module serves both variants. The network input is the stack, per the batch contract,
-    noisy target (C) | x (C) | valid_mask (C) | land_mask (C) [| eo (1) | eo_available (1)] [| first_guess (C)]
+    noisy target (C) | x (C) | valid_mask (C) | land_mask (C) [| eo (1) | eo_available (1) | surface (S)]
+    [| first_guess (C)]
 where C is the number of target bands; masks stay per band (the system this re-creates collapsed them
 into one channel). The loss and every score count hidden ocean pixels ``(1 - valid_mask) * land_mask``.
 
@@ -40,9 +41,10 @@ from depthdif.normalization import Y_STD, temperature_error_to_celsius
 log = logging.getLogger(__name__)
 
 VARIANTS = ("temp_v1", "eo_4band")
-FORMAT_VERSION = 4  # 2: cokriging statistics in the state dict (model.working_units); 3: export.depth_values_m;
-# 4: the first guess's per-band mean level (cokriging.band_mean)
-READABLE_FORMATS = (2, 3, 4)  # a format-2 model has no depths (m) of its bands: see inference.band_depths
+FORMAT_VERSION = 5  # 2: cokriging statistics in the state dict (model.working_units); 3: export.depth_values_m;
+# 4: the first guess's per-band mean level (cokriging.band_mean); 5: surface variables (export.surface_variables,
+# surface_scale, cokriging slopes per drift field)
+READABLE_FORMATS = (2, 3, 4, 5)  # a format-2 model has no depths (m) of its bands: see inference.band_depths
 # keys of a Lightning checkpoint (last.ckpt, best-*.ckpt): a training resume point, not a model.ckpt
 LIGHTNING_KEYS = frozenset({"pytorch-lightning_version", "global_step", "optimizer_states", "loops"})
 RESIDUAL_UNITS = "first_guess"
@@ -75,12 +77,21 @@ def num_target_bands(config: Mapping, variant: str) -> int:
     raise CheckpointError(f"unknown variant {variant!r}; use one of {list(VARIANTS)}.")
 
 
-def input_channels(num_bands: int, variant: str, first_guess: bool, residual: bool = False) -> int:
+def surface_variables_of(settings: Mapping) -> tuple[str, ...]:
+    """The dense surface fields besides the EO band that the model is conditioned on (eo_4band only; a model
+    saved before format 5 has none)."""
+    if settings["variant"] != "eo_4band":
+        return ()
+    return tuple(settings["export"].get("surface_variables") or ())
+
+
+def input_channels(num_bands: int, variant: str, first_guess: bool, residual: bool = False,
+                   num_surface: int = 0) -> int:
     """Channels of the network input stack (see the module docstring); ``residual`` adds the first guess and
-    its posterior sigma."""
+    its posterior sigma; ``num_surface`` counts eo_4band's surface variables."""
     channels = 4 * num_bands
     if variant == "eo_4band":
-        channels += 2
+        channels += 2 + num_surface
     if first_guess or residual:
         channels += num_bands
     if residual:
@@ -129,6 +140,7 @@ def model_settings(config: Mapping, variant: str, depth_values_m: Sequence[float
             "depth_indices": indices,
             "depth_values_m": None if depth_values_m is None else [float(d) for d in depth_values_m],
             "patch_size": int(config["export"]["patch_size"]),
+            "surface_variables": [str(v) for v in config["export"]["surface_variables"]],
         },
         "variant": variant,
     }
@@ -187,6 +199,10 @@ class DepthDifModule(pl.LightningModule):
             raise CheckpointError(f"unknown variant {self.variant!r}; use one of {list(VARIANTS)}.")
         self.num_bands = int(num_bands)
         self.first_guess = bool(settings["dataset"]["first_guess"])
+        self.surface_variables = surface_variables_of(settings)
+        # the typical size of each surface variable's anomaly over a patch, fitted on the training split
+        # (fit_surface_scale): the network sees the fields in these units; 1 until fitted
+        self.register_buffer("surface_scale", torch.ones(len(self.surface_variables), dtype=torch.float64))
         mc = self.model_config
         self.residual = uses_residual_units(mc)
         self.cokriging = None
@@ -204,13 +220,15 @@ class DepthDifModule(pl.LightningModule):
                                        nugget=float(mc["first_guess_nugget"]),
                                        max_joint_observations=int(mc["first_guess_max_joint_observations"]),
                                        max_observations=int(mc["first_guess_max_observations"]),
-                                       surface_smoothing_px=float(mc["first_guess_surface_smoothing_px"]))
+                                       surface_smoothing_px=float(mc["first_guess_surface_smoothing_px"]),
+                                       num_drifts=1 + len(self.surface_variables))
         # the network's mean squared x0 error by timestep bin (residual units), for the analytic reverse variance;
         # -1 (unmeasured) until measured after training: an untrained network's is 1 - alpha_bar (see x0_error);
         # not NaN, so that equal states compare equal (DDP ranks, checkpoints)
         self.register_buffer("x0_error_table", torch.full((X0_ERROR_BINS,), -1.0, dtype=torch.float64))
         self.net = ConvNeXtUNet(
-            in_channels=input_channels(self.num_bands, self.variant, self.first_guess, self.residual),
+            in_channels=input_channels(self.num_bands, self.variant, self.first_guess, self.residual,
+                                       len(self.surface_variables)),
             out_channels=self.num_bands,
             dim=mc["dim"],
             dim_mults=mc["dim_mults"],
@@ -262,6 +280,10 @@ class DepthDifModule(pl.LightningModule):
             eo = batch["eo"]
             eo_ocean = (eo != 0).to(eo.dtype)  # 0 marks land and dropped EO in the contract
             work["eo"] = (eo - observed_mean(eo, eo_ocean)) * eo_ocean * scale
+            if self.surface_variables:
+                surface = _require(batch, "surface", f"surface variables {list(self.surface_variables)}")
+                units = self.surface_scale.to(surface.device, surface.dtype).view(1, -1, 1, 1)
+                work["surface"] = (surface - observed_mean(surface, eo_ocean)) * eo_ocean / units
         return work, offset, scale
 
     def first_guess_of(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,6 +328,8 @@ class DepthDifModule(pl.LightningModule):
             eo = _require(batch, "eo", "eo_4band surface field")
             available = _require(batch, "eo_available", "eo_4band EO dropout flag")
             parts += [eo, available.reshape(-1, 1, 1, 1).to(eo.dtype).expand_as(eo)]
+            if self.surface_variables:
+                parts.append(_require(batch, "surface", f"surface variables {list(self.surface_variables)}"))
         if self.first_guess:
             parts.append(_require(batch, "first_guess", "the model was trained with dataset.first_guess"))
         if self.residual:
@@ -684,6 +708,7 @@ def load_model(
         _check_compatible(path, settings, model_settings(config, saved_variant), payload["num_bands"], config)
     module = DepthDifModule(settings, sampling_train_config(), payload["num_bands"])
     state = dict(payload["state_dict"])
+    state.setdefault("surface_scale", module.surface_scale.clone())  # formats 2-4: no surface variables
     if module.cokriging is not None and "cokriging.band_mean" not in state:
         # formats 2-3 predate it: "not fitted" keeps their first guess as it was trained (Cokriging._band_levels)
         state["cokriging.band_mean"] = module.cokriging.band_mean.clone()
@@ -736,6 +761,10 @@ def _check_compatible(path: Path, saved: Mapping, wanted: Mapping, num_bands: in
     if saved["dataset"]["first_guess"] != wanted["dataset"]["first_guess"]:
         differences.append(f"dataset.first_guess: checkpoint {saved['dataset']['first_guess']} vs config "
                            f"{wanted['dataset']['first_guess']}")
+    saved_surface, wanted_surface = surface_variables_of(saved), surface_variables_of(wanted)
+    if saved_surface != wanted_surface:
+        differences.append(f"export.surface_variables: checkpoint {list(saved_surface)} vs config "
+                           f"{list(wanted_surface)}")
     expected_bands = num_target_bands(config, saved["variant"])
     if expected_bands != num_bands:
         differences.append(f"target bands: checkpoint {num_bands} vs config {expected_bands} (export.depth_indices)")

@@ -26,7 +26,7 @@ from depthdif.cf.dates import date_of_dataset
 from depthdif.cf.decode import decode_values
 from depthdif.cf.errors import FieldFileError
 from depthdif.cf.fills import mask_declared
-from depthdif.cf.units import check_sea_water_temperature, is_temperature, to_celsius
+from depthdif.cf.units import check_sea_water_temperature, is_temperature, parse_units, registry, to_celsius
 from depthdif.datasets import lon_midpoint
 from depthdif.errors import DepthDifError
 from depthdif.reconstruction.inference import (
@@ -35,6 +35,7 @@ from depthdif.reconstruction.inference import (
     build_batch,
     match_levels,
     sample_celsius,
+    surface_variables,
     target_depths,
 )
 from depthdif.reconstruction.stitching import stitch
@@ -49,7 +50,7 @@ class ReconstructionError(DepthDifError, ValueError):
 
 @dataclass
 class GridObservations:
-    """Observations of one time step on a lat/lon grid, in °C."""
+    """Observations of one time step on a lat/lon grid, in °C (the surface variables in their own units)."""
 
     observed: np.ndarray  # (C, ny, nx) NaN where not observed
     ocean: np.ndarray  # (C, ny, nx) bool
@@ -60,6 +61,9 @@ class GridObservations:
     # the input file's coordinate attributes (long_name, comment...), carried into the output
     latitude_attrs: dict = field(default_factory=dict)
     longitude_attrs: dict = field(default_factory=dict)
+    # (S, ny, nx) the model's other surface fields (export.surface_variables, e.g. zos in m), NaN where no value;
+    # None for a model without them
+    surface: np.ndarray | None = None
 
 
 def reconstruct_grid(module, grid: GridObservations, ensemble_size: int, steps: int, stride: int | None = None,
@@ -114,6 +118,7 @@ def _tile(grid: GridObservations, y0: int, x0: int, size: int) -> TileInput:
         date=grid.date,
         lat_centre=float((lat[0] + lat[-1]) / 2),
         lon_centre=lon_midpoint(float(lon[0]), float(lon[-1])),
+        surface=None if grid.surface is None else grid.surface[window],
     )
 
 
@@ -165,16 +170,18 @@ def _on_lat_lon(ds: xr.Dataset, name: str) -> bool:
     return {"lat", "lon"} <= found
 
 
-def _temperature_variable(ds: xr.Dataset, path: Path) -> str:
+def _temperature_variable(ds: xr.Dataset, path: Path, exclude: tuple[str, ...] = ()) -> str:
     """The name of the temperature variable: ``thetao``, else the first with a sea-temperature standard_name,
     else the only temperature (by name or units) on latitude/longitude dimensions, else the only variable there.
+
+    ``exclude``: variables that are not it (a surface file's other surface variables, e.g. ``zos``).
 
     Raises:
         ReconstructionError: no such variable, or several with nothing to choose between them.
     """
     if "thetao" in ds.data_vars:
         return "thetao"
-    candidates = [v for v in ds.data_vars if v != OCEAN_MASK and _on_lat_lon(ds, str(v))]
+    candidates = [v for v in ds.data_vars if v != OCEAN_MASK and str(v) not in exclude and _on_lat_lon(ds, str(v))]
     for standard_name in TEMPERATURE_STANDARD_NAMES:
         named = [v for v in candidates if ds[v].attrs.get("standard_name") == standard_name]
         if named:
@@ -303,9 +310,9 @@ def read_observations(path: Path, settings: dict, surface: Path | None = None,
         lon, lon_attrs = _coordinate(ds, roles["lon"], path)
         ocean = _ocean_mask(ds, positions, observed.shape, path)
         file_date = _date_of(ds, path, date)
-    eo = None
+    eo = fields = None
     if settings["variant"] == "eo_4band":
-        eo = _read_surface(surface, lat, lon, settings, path, fill_values)
+        eo, fields = _read_surface(surface, lat, lon, settings, path, fill_values)
         if ocean is None:
             log.warning("%s has no 'ocean_mask': taking the ocean from the surface field (deeper land unknown).", path)
             ocean = np.broadcast_to(np.isfinite(eo), observed.shape).copy()
@@ -314,7 +321,7 @@ def read_observations(path: Path, settings: dict, surface: Path | None = None,
             f"{path} has no 'ocean_mask' variable (1 = ocean, 0 = land, on (depth,) latitude, longitude): without "
             "it NaN cannot tell land from an unobserved ocean cell. Add one (e.g. from the model grid's bathymetry)."
         )
-    return GridObservations(observed, ocean, eo, lat, lon, file_date, lat_attrs, lon_attrs)
+    return GridObservations(observed, ocean, eo, lat, lon, file_date, lat_attrs, lon_attrs, fields)
 
 
 def _ocean_mask(ds: xr.Dataset, positions: list[int], shape: tuple[int, ...], path: Path) -> np.ndarray | None:
@@ -334,8 +341,9 @@ def _ocean_mask(ds: xr.Dataset, positions: list[int], shape: tuple[int, ...], pa
 
 
 def _read_surface(surface: Path | None, lat: np.ndarray, lon: np.ndarray, settings: dict, obs_path: Path,
-                  fill_values: tuple[float, ...] = ()) -> np.ndarray:
-    """The surface (EO) field in °C on the observations' grid, (ny, nx), NaN on land."""
+                  fill_values: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray | None]:
+    """The surface (EO) field in °C on the observations' grid, (ny, nx), NaN on land, and the model's other
+    surface variables from the same file (see :func:`_surface_from`)."""
     if surface is None:
         raise ReconstructionError(
             "this is an eo_4band model: give the surface (EO) field with --surface FILE.nc (thetao at the "
@@ -346,8 +354,9 @@ def _read_surface(surface: Path | None, lat: np.ndarray, lon: np.ndarray, settin
 
 
 def _surface_from(ds: xr.Dataset, surface, lat: np.ndarray, lon: np.ndarray, settings: dict, obs_path,
-                  fill_values: tuple[float, ...] = ()) -> np.ndarray:
-    """The surface field of an open dataset in °C on the grid ``lat`` x ``lon``.
+                  fill_values: tuple[float, ...] = ()) -> tuple[np.ndarray, np.ndarray | None]:
+    """The surface field of an open dataset in °C on the grid ``lat`` x ``lon``, and the model's other surface
+    variables (``export.surface_variables``, e.g. ``zos``) read by name from the same dataset.
 
     Args:
         ds: the surface file (raw as stored, or decoded by xarray).
@@ -359,29 +368,110 @@ def _surface_from(ds: xr.Dataset, surface, lat: np.ndarray, lon: np.ndarray, set
         fill_values: values (the file's units) that mean "no value".
 
     Returns:
-        (ny, nx) °C, NaN on land.
+        (eo, fields): eo (ny, nx) °C, NaN on land; fields (S, ny, nx) float64 in each variable's own unit
+        (lengths in m), NaN where no value, or None for a model without surface variables.
 
     Raises:
-        ReconstructionError: the surface is on another grid; FieldFileError: its values cannot be read.
+        ReconstructionError: the surface is on another grid, or lacks one of the model's surface variables;
+            FieldFileError: its values cannot be read.
     """
-    name = _temperature_variable(ds, surface)
+    names = surface_variables(settings)
+    name = _temperature_variable(ds, surface, exclude=names)
     roles = _roles(ds, name, surface, need_depth=False)
     data = _one_time_step(ds[name], roles, surface)
     if "depth" in roles:
         depth_axis, depth_attrs = _coordinate(ds, roles["depth"], surface)
         depth_axis = depth_below_surface_m(depth_axis, depth_attrs, f"{surface}: coordinate '{roles['depth']}'")
         data = data.isel({roles["depth"]: _level_positions(depth_axis, band_depths(settings)[:1], surface)[0]})
+    _check_grid(ds, roles, surface, lat, lon, obs_path)
+    raw = data.transpose(roles["lat"], roles["lon"]).values
+    eo = _celsius(raw, data.attrs, f"{surface}: variable '{name}'", fill_values)
+    fields = _surface_variables_from(ds, surface, names, lat, lon, obs_path, fill_values) if names else None
+    return eo, fields
+
+
+def _check_grid(ds: xr.Dataset, roles: dict[str, str], surface, lat: np.ndarray, lon: np.ndarray, obs_path,
+                name: str | None = None) -> None:
+    """Refuse a surface variable whose latitude/longitude are not the observations' (``lat`` x ``lon``)."""
     surface_lat, _ = _coordinate(ds, roles["lat"], surface)
     surface_lon, _ = _coordinate(ds, roles["lon"], surface)
     if surface_lat.shape != lat.shape or surface_lon.shape != lon.shape or not (
         np.allclose(surface_lat, lat) and np.allclose(surface_lon, lon)
     ):
+        what = f"the surface file {surface}" if name is None else f"variable '{name}' of the surface file {surface}"
         raise ReconstructionError(
-            f"the surface file {surface} is on another grid than the observations {obs_path}; regrid one "
-            "onto the other first."
+            f"{what} is on another grid than the observations {obs_path}; regrid one onto the other first."
         )
-    raw = data.transpose(roles["lat"], roles["lon"]).values
-    return _celsius(raw, data.attrs, f"{surface}: variable '{name}'", fill_values)
+
+
+def _surface_variables_from(ds: xr.Dataset, surface, names: tuple[str, ...], lat: np.ndarray, lon: np.ndarray,
+                            obs_path, fill_values: tuple[float, ...] = ()) -> np.ndarray:
+    """The model's surface variables ``names`` (export.surface_variables) read by name from the surface file.
+
+    Args:
+        ds: the surface file (raw as stored, or decoded by xarray).
+        surface: its name, for messages.
+        names: the variables, in the model's order.
+        lat: (ny,) latitudes of the reconstruction's grid.
+        lon: (nx,) longitudes of the reconstruction's grid.
+        obs_path: the file that gave the grid, for messages.
+        fill_values: values (the file's units) that mean "no value".
+
+    Returns:
+        (S, ny, nx) float64, each variable CF-decoded in its own unit (a length converted to m), NaN where no value.
+
+    Raises:
+        ReconstructionError: a variable is missing, has a depth axis, or is on another grid.
+        FieldFileError: its values or units cannot be read (units that are not a length).
+    """
+    missing = [name for name in names if name not in ds.variables]
+    if missing:
+        raise ReconstructionError(
+            f"the surface file {surface} has no variable {', '.join(repr(n) for n in missing)}: the model was "
+            f"trained with export.surface_variables {list(names)}, dense surface fields it is conditioned on "
+            f"besides the sea-surface temperature. Give a --surface file holding {' and '.join(names)} on the "
+            f"observations' grid as well (e.g. a GLORYS12 month has zos); its variables are "
+            f"{sorted(str(v) for v in ds.data_vars)}."
+        )
+    fields = []
+    for name in names:
+        roles = _roles(ds, name, surface, need_depth=False)
+        if "depth" in roles:
+            raise ReconstructionError(
+                f"{surface}: surface variable '{name}' has a depth axis (dims {ds[name].dims}); the model's "
+                "export.surface_variables are 2-D (latitude, longitude) fields such as zos."
+            )
+        data = _one_time_step(ds[name], roles, surface)
+        _check_grid(ds, roles, surface, lat, lon, obs_path, name)
+        where = f"{surface}: variable '{name}'"
+        values = decode_values(data.transpose(roles["lat"], roles["lon"]).values, data.attrs, where)
+        mask_declared(values, fill_values)
+        fields.append(_in_metres(np.asarray(values, np.float64), data.attrs.get("units"), where))
+    return np.stack(fields)
+
+
+def _in_metres(values: np.ndarray, units, where: str) -> np.ndarray:
+    """A surface variable in m when its ``units`` are a length (cm, mm, ...); as stored without units.
+
+    Raises:
+        FieldFileError: units that are not a length (or cannot be parsed).
+    """
+    text = "" if units is None else str(units).strip()
+    if not text:
+        log.warning("%s has no units attribute; taking its values as they are (sea-surface height in m)", where)
+        return values
+    unit = parse_units(text)
+    if unit is None or unit.dimensionality != registry.metre.dimensionality:
+        raise FieldFileError(
+            f"{where}: units '{text}' are not a length; the model's surface variables (export.surface_variables, "
+            "e.g. zos) are sea-surface heights in m. Fix the units attribute (e.g. `ncatted -a units,VARIABLE,o,c,m "
+            "FILE`; cm, mm and the other UDUNITS-2 lengths are converted) or give the variable the model was "
+            "trained on."
+        )
+    if unit == registry.metre:
+        return values
+    log.info("%s: converting %s to m", where, text)
+    return np.asarray(registry.Quantity(values, unit).to(registry.metre).magnitude, np.float64)
 
 
 # ----------------------------------------------------------------------------- NetCDF out

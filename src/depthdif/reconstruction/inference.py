@@ -89,6 +89,17 @@ class TileInput:
     date: int  # YYYYMMDD
     lat_centre: float
     lon_centre: float
+    # (S, H, W) the model's other surface fields (export.surface_variables, e.g. zos in m), each in its own unit,
+    # NaN where no value; None (or S = 0) for a model without them
+    surface: np.ndarray | None = None
+
+
+def surface_variables(settings: dict) -> tuple[str, ...]:
+    """The surface variables besides the EO band a model is conditioned on (``export.surface_variables`` of an
+    eo_4band model; () for temp_v1 and for checkpoints saved before them)."""
+    from depthdif.models.module import surface_variables_of  # lazy: the module pulls in Lightning
+
+    return surface_variables_of(settings)
 
 
 def band_depths(settings: dict, where: str = "the model") -> list[float]:
@@ -146,16 +157,43 @@ def build_batch(tiles: Sequence[TileInput], settings: dict) -> dict[str, torch.T
         eo = np.stack([t.eo for t in tiles])[:, None]
         batch["eo"] = torch.from_numpy(np.nan_to_num(temperature_normalize(eo), nan=0.0).astype(np.float32))
         batch["eo_available"] = torch.ones(len(tiles), 1)
+        names = surface_variables(settings)
+        if names:
+            batch["surface"] = torch.from_numpy(_surface_stack(tiles, names, np.isfinite(eo)))
     if settings["dataset"]["first_guess"]:
         from depthdif.baselines import first_guess_estimate
 
+        def drifts(i: int) -> np.ndarray | None:
+            """The dense surface fields of tile ``i`` for the regression: the EO, then the surface variables."""
+            if "eo" not in batch:
+                return None
+            if "surface" not in batch:
+                return batch["eo"][i, 0].numpy()
+            return np.concatenate([batch["eo"][i].numpy(), batch["surface"][i].numpy()])
+
         guesses = [
-            first_guess_estimate(x[i], valid[i], ocean[i], batch["eo"][i, 0].numpy() if "eo" in batch else None,
+            first_guess_estimate(x[i], valid[i], ocean[i], drifts(i),
                                  length_scale_px=settings["dataset"]["first_guess_length_scale_px"])
             for i in range(len(tiles))
         ]
         batch["first_guess"] = torch.from_numpy(np.stack(guesses))
     return batch
+
+
+def _surface_stack(tiles: Sequence[TileInput], names: Sequence[str], eo_finite: np.ndarray) -> np.ndarray:
+    """(B, S, H, W) float32 ``surface`` of the batch contract: each field in its own unit, 0 where it has no
+    value and wherever the EO has none (land), as the training loader writes it.
+
+    Raises:
+        ValueError: a tile lacks the S fields (a caller bug: the readers refuse such inputs with a message).
+    """
+    shape = (len(names), *eo_finite.shape[2:])
+    for tile in tiles:
+        if tile.surface is None or np.shape(tile.surface) != shape:
+            raise ValueError(f"the model takes the surface variables {list(names)}: every tile needs surface fields "
+                             f"of shape {shape}, got {None if tile.surface is None else np.shape(tile.surface)}")
+    surface = np.stack([np.asarray(t.surface, np.float64) for t in tiles])
+    return np.where(eo_finite & np.isfinite(surface), surface, 0.0).astype(np.float32)
 
 
 def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: int = 0) -> tuple[np.ndarray, ...]:

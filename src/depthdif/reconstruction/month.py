@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from depthdif.export import read_levels
+from depthdif.export import ExportError, read_levels, read_surfaces
 from depthdif.layout import data_layout_of
 from depthdif.masking import make_band_masks, mask_rng
 from depthdif.reconstruction.gridded import (
     GridObservations,
+    ReconstructionError,
     reconstruct_grid,
     reconstruction_dataset,
     write_netcdf,
 )
-from depthdif.reconstruction.inference import same_levels
+from depthdif.reconstruction.inference import same_levels, surface_variables
 
 log = logging.getLogger(__name__)
 MONTH_SEED_OFFSET = 1_000_003  # keeps the whole-region masks apart from the per-patch val masks
@@ -50,7 +51,9 @@ def reconstruct_month(module, config: Mapping, index: pd.DataFrame, variant: str
                             dataset["mask_patch_max"])
     observed = np.where(valid, truth, np.nan)
     eo = stack.data[0].astype(np.float64) if variant == "eo_4band" else None
-    grid = GridObservations(observed, ocean, eo, np.asarray(stack.latitude), np.asarray(stack.longitude), date)
+    surface = _surface_fields(module.settings, source, config["export"]["variable"], fill_values, ocean.shape[1:])
+    grid = GridObservations(observed, ocean, eo, np.asarray(stack.latitude), np.asarray(stack.longitude), date,
+                            surface=surface)
     evaluate = config["evaluate"]
     # the map is for looking at, the scores come from the patches: a smaller ensemble and 3/4-patch stride
     # keep a whole-region month affordable on a CPU
@@ -69,6 +72,31 @@ def reconstruct_month(module, config: Mapping, index: pd.DataFrame, variant: str
     )
     ds.attrs["rmse_hidden_c"] = rmse
     return write_netcdf(ds, path)
+
+
+def _surface_fields(settings: Mapping, source: Path, variable: str, fill_values: tuple[float, ...],
+                    shape: tuple[int, ...]) -> np.ndarray | None:
+    """(S, ny, nx) float64 of the model's surface variables read from the month's source file as the export
+    reads them (own units, as in the training patches; NaN where no value), or None for a model without them.
+
+    Raises:
+        ReconstructionError: the source file cannot provide them (missing, or not on ``variable``'s grid).
+    """
+    names = surface_variables(settings)
+    if not names:
+        return None
+    try:
+        fields = read_surfaces(source, names, variable, fill_values)
+    except ExportError as err:
+        raise ReconstructionError(
+            f"the model was trained with export.surface_variables {list(names)} and the month is rebuilt from "
+            f"{source}, which cannot provide them: {err}"
+        ) from err
+    surface = np.stack([f.data for f in fields]).astype(np.float64)
+    if surface.shape[1:] != tuple(shape):  # same file, same axes: only a bug gets here
+        raise ReconstructionError(f"{source}: surface fields {surface.shape[1:]} and {variable} {tuple(shape)} "
+                                  "differ in shape")
+    return surface
 
 
 def _check_model_levels(settings: Mapping, found: list[float], source: Path) -> None:

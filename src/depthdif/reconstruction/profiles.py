@@ -55,7 +55,7 @@ from depthdif.reconstruction.gridded import (
     reconstruction_dataset,
     write_netcdf,
 )
-from depthdif.reconstruction.inference import DEPTH_TOLERANCE, match_levels, target_depths
+from depthdif.reconstruction.inference import DEPTH_TOLERANCE, match_levels, surface_variables, target_depths
 
 log = logging.getLogger(__name__)
 
@@ -653,7 +653,7 @@ def grid_from_dataset(ds: xr.Dataset, where: str, settings: dict, fill_values: t
         ReconstructionError, FieldFileError: no usable variable or coordinates; the message says which.
     """
     depths = target_depths(settings)
-    name = OCEAN_MASK if OCEAN_MASK in ds.variables else _temperature_variable(ds, where)
+    name = OCEAN_MASK if OCEAN_MASK in ds.variables else _temperature_variable(ds, where, surface_variables(settings))
     roles = _roles(ds, name, where, need_depth=False)
     lat, lat_attrs = _coordinate(ds, roles["lat"], where)
     lon, lon_attrs = _coordinate(ds, roles["lon"], where)
@@ -827,7 +827,7 @@ def reconstruct(profiles, surface=None, model=None, *, grid=None, date: int | No
                 "field whose NaN is land (e.g. a GLORYS12 month), or --surface for eo_4band."
             )
         model_grid = grid_from_dataset(grid_ds, grid_where, settings, tuple(fill_values))
-        eo = _surface_eo(surface_ds, surface_where, model_grid, settings, grid_where, tuple(fill_values))
+        eo, fields = _surface_eo(surface_ds, surface_where, model_grid, settings, grid_where, tuple(fill_values))
         day, why = reconstruction_date(date, surface_ds, surface_where, observations)
     binned = bin_profiles(observations, model_grid, _month_of(day))
     _log_report(binned.report, observations.source, _month_of(day))
@@ -835,7 +835,7 @@ def reconstruct(profiles, surface=None, model=None, *, grid=None, date: int | No
     log.info("reconstructing %s on %s (date %d from %s) with the %s model (%d members, %d steps, seed %d)",
              observations.source, grid_where, day, why, settings["variant"], ensemble_size, steps, seed)
     cells = GridObservations(binned.observed, model_grid.ocean, eo, model_grid.latitude, model_grid.longitude, day,
-                             model_grid.latitude_attrs, model_grid.longitude_attrs)
+                             model_grid.latitude_attrs, model_grid.longitude_attrs, fields)
     mean, std = reconstruct_grid(module, cells, ensemble_size, steps, seed=seed)
     return _profile_output(mean, std, binned, model_grid, day, f"DepthDif {settings['variant']} model {model_name} "
                            f"applied to the profiles of {Path(observations.source).name} ({ensemble_size} members, "
@@ -843,10 +843,11 @@ def reconstruct(profiles, surface=None, model=None, *, grid=None, date: int | No
 
 
 def _surface_eo(surface: xr.Dataset | None, where: str, grid: ModelGrid, settings: dict, grid_where: str,
-                fill_values: tuple[float, ...]) -> np.ndarray | None:
-    """(ny, nx) surface field in °C on the grid for eo_4band (None for temp_v1)."""
+                fill_values: tuple[float, ...]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(ny, nx) surface field in °C on the grid for eo_4band (None for temp_v1), and the model's other surface
+    variables (S, ny, nx) read by name from the same file (None for a model without them)."""
     if settings["variant"] != "eo_4band":
-        return None
+        return None, None
     if surface is None:
         raise ReconstructionError(
             "this is an eo_4band model: give the surface (EO) field with --surface FILE.nc (thetao at the "

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from depthdif import glorys
 from depthdif.cf.dates import file_date
-from depthdif.config import ConfigError, months_of
+from depthdif.config import check_copernicus_variables, months_of
 from depthdif.download import DownloadError
 from depthdif.layout import month_tag
 
@@ -344,7 +344,7 @@ def fetch_whole_files(
 ) -> list[str]:
     """``get`` the native monthly files, one call per year, skipping files already complete in raw/."""
     copernicus = config["source"]["copernicus"]
-    variables = [config["export"]["variable"]]
+    variables = exported_variables(config)  # whole files hold every variable: check the ones the export reads
     names = [glorys.file_name(y, m) for y, m in months]
     common = {**_common_kwargs(copernicus), "output_directory": staging, "no_directories": True}
     listing = call_toolbox(client.get, names, credentials, regex=file_regex(names), dry_run=True, **common)
@@ -453,14 +453,16 @@ def fetch_subsets(
     return names
 
 
+def exported_variables(config: Mapping) -> list[str]:
+    """export.variable and export.surface_variables: what every downloaded file must hold."""
+    export = config["export"]
+    return [export["variable"], *(export.get("surface_variables") or ())]
+
+
 def check_request(config: Mapping) -> None:
-    """Config mistakes that would only show after hours of downloading."""
-    copernicus, variable = config["source"]["copernicus"], config["export"]["variable"]
-    if copernicus["bbox"] is not None and variable not in copernicus["variables"]:
-        raise ConfigError(
-            f"export.variable '{variable}' is not in source.copernicus.variables {copernicus['variables']}: "
-            "the subset would not contain it; add it there."
-        )
+    """Config mistakes that would only show after hours of downloading (also checked when the config loads:
+    ``depthdif.config.check_copernicus_variables``; this catches settings that did not come through it)."""
+    check_copernicus_variables(config)
 
 
 def fetch_copernicus(
@@ -480,7 +482,7 @@ def fetch_copernicus(
 
     Raises:
         DownloadError: no credentials, or a month cannot be fetched (the message names it).
-        ConfigError: a subset that would not contain export.variable.
+        ConfigError: a subset that would not contain export.variable or an export.surface_variables.
     """
     months = list(months_of(config) if months is None else months)
     # one month: a job of the rule download_month; its staging folder is its own

@@ -1,7 +1,7 @@
 """Use monthly NetCDF files already on disk (``source.kind: local``).
 
 Every ``*.nc`` of ``source.local_dir`` is checked (readable, has ``export.variable`` on (time, depth,
-latitude, longitude)); those dated in ``source.years`` x ``source.months`` are placed in ``raw/`` as a symlink
+latitude, longitude) and every ``export.surface_variables``); those dated in ``source.years`` x ``source.months`` are placed in ``raw/`` as a symlink
 (a copy where links are not possible) so that later stages find the contract path ``{data_dir}/raw/*.nc``,
 the others are logged with their dates and left out. Snakemake plans one job per month from the files'
 dates alone (``local_months``); each month's job checks and places its own files (``link_files``).
@@ -71,19 +71,21 @@ def _axis_roles(dataset: netCDF4.Dataset, path: Path, variable: str) -> dict[str
     return roles
 
 
-def inspect_local_file(path: Path, variable: str) -> LocalFile:
+def inspect_local_file(path: Path, variable: str, surface_variables: Sequence[str] = ()) -> LocalFile:
     """Check one local file and return what placing it needs.
 
     Args:
         path: a NetCDF file of source.local_dir.
         variable: export.variable.
+        surface_variables: export.surface_variables: the file must hold each (the export checks their axes).
 
     Returns:
         the file, its date (YYYYMMDD, see depthdif.cf.dates) and the dim renames its copy needs.
 
     Raises:
-        DownloadError: naming the file: unreadable, no such variable, dims the export cannot read, more than
-            one time step, units that are not a temperature on a temperature variable, or no date.
+        DownloadError: naming the file: unreadable, no such variable (or surface variable), dims the export
+            cannot read, more than one time step, units that are not a temperature on a temperature variable,
+            or no date.
     """
     try:
         dataset = netCDF4.Dataset(path)
@@ -96,6 +98,13 @@ def inspect_local_file(path: Path, variable: str) -> LocalFile:
             raise DownloadError(
                 f"{path} has no variable '{variable}' (export.variable); it has "
                 f"{sorted(dataset.variables)}. Set export.variable or remove the file from source.local_dir."
+            )
+        missing = [name for name in surface_variables if name not in dataset.variables]
+        if missing:
+            raise DownloadError(
+                f"{path} has no surface variable {missing} (export.surface_variables); it has "
+                f"{sorted(dataset.variables)}. Set export.surface_variables to variables the files hold (or []), "
+                "or use source files that have it."
             )
         try:
             return _inspect_open(dataset, path, variable)
@@ -181,7 +190,10 @@ def local_nc_files(local_dir: Path) -> list[Path]:
 
 
 def check_local_files(
-    local_dir: Path, variable: str, selection: Collection[tuple[int, int]] | None = None
+    local_dir: Path,
+    variable: str,
+    selection: Collection[tuple[int, int]] | None = None,
+    surface_variables: Sequence[str] = (),
 ) -> list[LocalFile]:
     """The files of ``local_dir`` dated in ``selection``; every file is checked, all problems at once.
 
@@ -193,6 +205,7 @@ def check_local_files(
         local_dir: source.local_dir.
         variable: export.variable.
         selection: the (year, month) pairs of source.years x source.months; None keeps every file.
+        surface_variables: export.surface_variables.
 
     Returns:
         The checked files dated in the selection, in name order.
@@ -201,19 +214,21 @@ def check_local_files(
         DownloadError: files cannot be used (all named in one message), or no file is dated in the selection.
     """
     paths = local_nc_files(local_dir)
-    checked = _inspect_all(paths, variable, local_dir)
+    checked = _inspect_all(paths, variable, local_dir, surface_variables)
     kept = [local for local in checked if _selected(local.date, selection)]
     left_out = [(local.path.name, local.date) for local in checked if local not in kept]
     _report_left_out(left_out, len(paths), kept, selection, local_dir)
     return kept
 
 
-def _inspect_all(paths: list[Path], variable: str, local_dir: Path) -> list[LocalFile]:
+def _inspect_all(
+    paths: list[Path], variable: str, local_dir: Path, surface_variables: Sequence[str] = ()
+) -> list[LocalFile]:
     """``inspect_local_file`` of each path; one DownloadError naming every file that cannot be used."""
     checked, problems = [], []
     for path in tqdm(paths, desc="check local files", unit="file"):
         try:
-            checked.append(inspect_local_file(path, variable))
+            checked.append(inspect_local_file(path, variable, surface_variables))
         except DownloadError as err:
             problems.append(str(err))
     if problems:
@@ -307,7 +322,9 @@ def place_local_files(checked: Sequence[LocalFile], local_dir: Path, raw_dir: Pa
     return {local.path.name: local.date for local in checked}
 
 
-def link_files(paths: Sequence[Path], local_dir: Path, raw_dir: Path, variable: str) -> dict[str, int]:
+def link_files(
+    paths: Sequence[Path], local_dir: Path, raw_dir: Path, variable: str, surface_variables: Sequence[str] = ()
+) -> dict[str, int]:
     """Check the given files of ``local_dir`` (all problems at once) and place them in ``raw_dir``.
 
     A month's download (``depthdif.download.download_month``) gets the files dated in its month.
@@ -317,6 +334,7 @@ def link_files(paths: Sequence[Path], local_dir: Path, raw_dir: Path, variable: 
         local_dir: source.local_dir.
         raw_dir: the download's folder ``{data_dir}/raw``.
         variable: export.variable.
+        surface_variables: export.surface_variables.
 
     Returns:
         ``{file name: YYYYMMDD}`` of the files placed.
@@ -325,7 +343,7 @@ def link_files(paths: Sequence[Path], local_dir: Path, raw_dir: Path, variable: 
         DownloadError: a file cannot be used (every such file named in one message), or see
             ``place_local_files``.
     """
-    checked = _inspect_all([Path(path) for path in paths], variable, Path(local_dir))
+    checked = _inspect_all([Path(path) for path in paths], variable, Path(local_dir), surface_variables)
     return place_local_files(checked, Path(local_dir), raw_dir)
 
 
