@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,3 +173,32 @@ def test_bad_inputs_are_reported_clearly():
     region_small = region.copy()
     region_small[0, 0] = False
     assert score_band(bad, truth, region_small).n_pixels == region.sum() - 1
+
+
+def test_location_sums_table_pairs_two_runs_on_their_locations(tmp_path):
+    """The per-location table of an evaluation: two runs of the same locations compared with a paired
+    location bootstrap (bench/compare_runs.py), whose interval covers the constructed ratio."""
+    import importlib.util
+
+    from depthdif.metrics import LOCATION_COLUMNS, ScoreAccumulator
+
+    rng = np.random.default_rng(0)
+    truth = rng.standard_normal((12, 8, 8))
+    region = np.ones((8, 8), bool)
+    runs = []
+    for scale in (0.5, 1.0):  # run A's errors are half run B's at every location
+        scores = ScoreAccumulator()
+        for i in range(12):
+            error = rng.standard_normal((8, 8)) * (1.0 + i % 3)
+            scores.add("oi", 0, 0.95, truth[i] + scale * error, truth[i], region, 92.3, location=(i // 2, 0))
+        frame = scores.location_frame()
+        assert list(frame.columns) == list(LOCATION_COLUMNS) and len(frame) == 6
+        assert frame["n_pixels"].sum() == 12 * 64 and frame["location"].iloc[0] == "0,0"
+        runs.append(frame)
+    spec = importlib.util.spec_from_file_location("compare_runs", Path(__file__).parents[1] / "bench" / "compare_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (entry,) = module.paired_ratios(runs[0], runs[1], ["oi"], pooled=False)
+    assert entry["metric"] == "rmse_ratio/oi/92.3m/0.95" and entry["n_locations"] == 6
+    low, high = entry["ci95"]
+    assert low < entry["value"] < high and low < 0.5 < high

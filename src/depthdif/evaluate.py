@@ -563,6 +563,7 @@ def _score_passes(module, config: Mapping, variant: str, index: pd.DataFrame, ro
         profiles = profile_experiment(config, variant, rows, eval_config, depths, score_level)
         plot_rmse_vs_profile_density(profiles.rows, figures_dir / "rmse_vs_profile_density.png")
     metrics = scores.to_frame(spread=True)
+    atomic_to_csv(scores.location_frame(), files.location_sums)
     sweep = steps_sweep(module, sweep_items, depths, settings["steps_sweep"], max_batches=SWEEP_BATCHES, seed=seed)
     plot_rmse_vs_occlusion(metrics, figures_dir / "rmse_vs_occlusion.png")
     plot_rmse_vs_steps(sweep, figures_dir / "rmse_vs_ddim_steps.png")

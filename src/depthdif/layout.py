@@ -64,6 +64,12 @@ class EvalFiles:
         return self.folder / "metrics.csv"
 
     @property
+    def location_sums(self) -> Path:
+        """``location_sums.csv``: squared errors and pixels per method, band, occlusion level and val location,
+        for paired comparisons of two runs (``bench/compare_runs.py``)."""
+        return self.folder / "location_sums.csv"
+
+    @property
     def summary(self) -> Path:
         """``metrics.json``: the headline ratios with their bootstrap intervals."""
         return self.folder / "metrics.json"

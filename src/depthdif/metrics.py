@@ -276,6 +276,9 @@ class LocationSums:
     n_b: np.ndarray  # (L,) pixels
 
 
+LOCATION_COLUMNS = ("method", "band", "depth_m", "mask_fraction", "location", "sse_c2", "n_pixels")
+
+
 @dataclass
 class ScoreAccumulator:
     """Pooled scores keyed by (method, band, mask_fraction), written as the long metrics.csv table.
@@ -392,6 +395,21 @@ class ScoreAccumulator:
             sse_b=np.array([b.get(location, zero)[0] for location in locations], dtype=np.float64),
             n_b=np.array([b.get(location, zero)[1] for location in locations], dtype=np.float64),
         )
+
+    def location_frame(self) -> pd.DataFrame:
+        """Per-location sums as a long table: ``method, band, depth_m, mask_fraction, location, sse_c2,
+        n_pixels`` (``location`` a ``(y0, x0)`` key written ``"y0,x0"``), one row per (method, band, level,
+        location) added with ``location=``. Two runs scored on the same val locations (e.g. with and without a
+        condition) are then compared with a paired location bootstrap (:func:`bootstrap_rmse_ratio`,
+        ``bench/compare_runs.py``)."""
+        rows = []
+        for (method, band, fraction), by_location in sorted(self._by_location.items()):
+            depth = self._cells[(method, band, fraction)].depth_m
+            for location, (sse, n) in by_location.items():
+                key = ",".join(str(v) for v in location) if isinstance(location, tuple) else str(location)
+                rows.append({"method": method, "band": band, "depth_m": depth, "mask_fraction": fraction,
+                             "location": key, "sse_c2": float(sse), "n_pixels": int(n)})
+        return pd.DataFrame(rows, columns=list(LOCATION_COLUMNS))
 
     def to_frame(self, spread: bool = False) -> pd.DataFrame:
         """Long table with :data:`METRIC_COLUMNS` (plus ``spread_c``, ``spread_skill`` if ``spread``)."""

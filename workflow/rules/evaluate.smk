@@ -57,6 +57,7 @@ for _variant in ALL_VARIANTS:
             reconstruction=LAYOUT.eval_files(_variant).reconstruction,
             spectra=LAYOUT.eval_files(_variant).spectra,
             ddim_steps=LAYOUT.eval_files(_variant).ddim_steps,
+            location_sums=LAYOUT.eval_files(_variant).location_sums,
         params:
             variant=_variant,
             settings=stage_params(config, "evaluate"),
@@ -124,6 +125,7 @@ for _variant in ALL_VARIANTS:
             reconstruction=LAYOUT.real_eval_files(_variant).reconstruction,
             spectra=LAYOUT.real_eval_files(_variant).spectra,
             ddim_steps=LAYOUT.real_eval_files(_variant).ddim_steps,
+            location_sums=LAYOUT.real_eval_files(_variant).location_sums,
         params:
             variant=_variant,
             settings=stage_params(config, "evaluate_real"),
