@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from depthdif.metrics import bootstrap_rmse_ratio
+from depthdif.evaluation.metrics import bootstrap_rmse_ratio
 
 DEFAULT_METHODS = ("diffusion_ens_mean", "cokriging", "eo_regression_oi")
 

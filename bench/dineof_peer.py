@@ -42,10 +42,10 @@ from threadpoolctl import threadpool_limits
 
 from depthdif.baselines import baseline_params_from_config, dineof_fill, run_baseline
 from depthdif.config import deep_merge, load_config
-from depthdif.datasets import PatchDataset
-from depthdif.evaluate_baselines import run_dineof
-from depthdif.evaluate_passes import gather_items, select_val_rows
-from depthdif.metrics import ScoreAccumulator
+from depthdif.data.dataset import PatchDataset
+from depthdif.evaluation.baseline_predictions import run_dineof
+from depthdif.evaluation.metrics import ScoreAccumulator
+from depthdif.evaluation.passes import gather_items, select_val_rows
 
 
 class _ModesSeen(logging.Handler):

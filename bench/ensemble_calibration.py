@@ -22,11 +22,11 @@ import scoringrules
 import torch
 
 from depthdif.config import deep_merge, load_config
-from depthdif.datamodule import DepthDifDataModule
-from depthdif.datasets import PatchDataset, collate, unpack_batch
-from depthdif.evaluate import select_val_rows
+from depthdif.data.datamodule import DepthDifDataModule
+from depthdif.data.dataset import PatchDataset, collate, unpack_batch
+from depthdif.data.normalization import temperature_error_to_celsius
+from depthdif.evaluation.protocol import select_val_rows
 from depthdif.models.module import load_model
-from depthdif.normalization import temperature_error_to_celsius
 from depthdif.train import training_batches
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from depthdif.baselines.cokriging import Cokriging, fit_covariance, fit_sigma_table
-from depthdif.normalization import temperature_normalize
+from depthdif.data.normalization import temperature_normalize
 
 
 def emit(metric: str, value, unit: str) -> None:
@@ -69,9 +69,9 @@ def quality(index_csv: Path, config_path: Path) -> None:
 
     from depthdif.baselines import BASELINES
     from depthdif.config import load_config
-    from depthdif.datasets import PatchDataset, collate
-    from depthdif.evaluate import select_val_rows
-    from depthdif.normalization import temperature_denormalize
+    from depthdif.data.dataset import PatchDataset, collate
+    from depthdif.data.normalization import temperature_denormalize
+    from depthdif.evaluation.protocol import select_val_rows
 
     config = load_config([config_path])
     index = pd.read_csv(index_csv)

@@ -39,7 +39,8 @@ import pandas as pd
 import torch
 
 from depthdif.config import validate_config
-from depthdif.datasets import PatchDataset, augment_batch, collate, unpack_batch
+from depthdif.data.augment import augment_batch
+from depthdif.data.dataset import PatchDataset, collate, unpack_batch
 
 
 def write_files(root: Path, n_files: int, size: int, seed: int = 0) -> Path:

@@ -35,7 +35,7 @@ import torch
 from tqdm import tqdm
 
 from depthdif.config import validate_config
-from depthdif.datamodule import DepthDifDataModule
+from depthdif.data.datamodule import DepthDifDataModule
 
 TARGET_GROWTH_PCT = 5.0
 EDGE_READINGS = 5  # readings averaged (median) at each end of the run

@@ -27,7 +27,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn
 
-from depthdif.datasets import unpack_batch
+from depthdif.data.dataset import unpack_batch
 from depthdif.train import build_module, run_training
 
 
@@ -152,7 +152,7 @@ def main() -> None:
     device = torch.device("cuda" if config["train"]["accelerator"] in ("gpu", "cuda") else "cpu")
     emit("device", str(device), "")
 
-    from depthdif.datamodule import DepthDifDataModule
+    from depthdif.data.datamodule import DepthDifDataModule
 
     with tempfile.TemporaryDirectory(prefix="depthdif-bench-") as tmp:
         index = args.index_csv or make_small_export(config, Path(tmp))

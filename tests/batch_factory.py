@@ -13,7 +13,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch.utils.data import DataLoader, Dataset
 
-from depthdif.normalization import temperature_normalize
+from depthdif.data.normalization import temperature_normalize
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, sigma: float) -> np.ndarray:

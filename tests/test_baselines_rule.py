@@ -19,8 +19,8 @@ from test_evaluate import TINY, checkpoint
 
 from depthdif.config import deep_merge, load_config
 from depthdif.download import run_download
-from depthdif.evaluate import run_evaluation
-from depthdif.evaluate_baselines import BaselinesMismatchError, run_baselines
+from depthdif.evaluation.baseline_predictions import BaselinesMismatchError, run_baselines
+from depthdif.evaluation.protocol import run_evaluation
 from depthdif.export import export_patches
 from depthdif.layout import EvalFiles, layout_of
 from depthdif.split import split_index

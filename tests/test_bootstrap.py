@@ -1,4 +1,5 @@
-"""Bootstrap intervals over val locations for RMSE ratios (depthdif.metrics, depthdif.evaluate.summarise)."""
+"""Bootstrap intervals over val locations for RMSE ratios (depthdif.evaluation.metrics,
+depthdif.evaluation.protocol.summarise)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from depthdif.evaluate import ENSEMBLE_MEAN, summarise
-from depthdif.metrics import ScoreAccumulator, ScoreInputError, bootstrap_rmse_ratio
+from depthdif.evaluation.metrics import ScoreAccumulator, ScoreInputError, bootstrap_rmse_ratio
+from depthdif.evaluation.protocol import ENSEMBLE_MEAN, summarise
 
 
 def scaled_locations(rng: np.random.Generator, n_locations: int, true_ratio: float, noise_shape: float):

@@ -16,8 +16,8 @@ from depthdif.baselines.cokriging import (
     fit_sigma_table,
     observation_features,
 )
-from depthdif.metrics import ScoreAccumulator
-from depthdif.normalization import Y_STD, temperature_denormalize, temperature_normalize
+from depthdif.data.normalization import Y_STD, temperature_denormalize, temperature_normalize
+from depthdif.evaluation.metrics import ScoreAccumulator
 from depthdif.train import build_module, fit_first_guess
 
 SIZE = 16

@@ -7,8 +7,8 @@ import pytest
 import torch
 from patch_factory import small_config, write_patch_set
 
-from depthdif.datamodule import DepthDifDataModule, random_split
-from depthdif.datasets import PatchIndexError
+from depthdif.data.datamodule import DepthDifDataModule, random_split
+from depthdif.data.index import PatchIndexError
 
 
 @pytest.fixture

@@ -9,21 +9,11 @@ import torch
 from patch_factory import patch_field, small_config, write_patch_set
 from torch.utils.data import default_collate
 
-from depthdif.datasets import (
-    EO_OFFSET_MAX_C,
-    PatchDataset,
-    PatchFileError,
-    PatchIndexError,
-    _NpyReader,
-    augment_batch,
-    collate,
-    load_patch,
-    lon_midpoint,
-    speckle_factors,
-    unpack_batch,
-)
-from depthdif.masking import hidden_fraction
-from depthdif.normalization import (
+from depthdif.data.augment import EO_OFFSET_MAX_C, augment_batch, speckle_factors
+from depthdif.data.dataset import PatchDataset, collate, unpack_batch
+from depthdif.data.index import NpyReader, PatchFileError, PatchIndexError, load_patch, lon_midpoint
+from depthdif.data.masking import hidden_fraction
+from depthdif.data.normalization import (
     KELVIN_OFFSET,
     Y_MEAN,
     Y_STD,
@@ -348,7 +338,7 @@ def test_load_patch_returns_celsius_with_nan(index_csv):
 
 def test_reader_falls_back_to_np_load_for_other_layouts(tmp_path):
     field = patch_field(np.random.default_rng(0), 8, 2)
-    reader = _NpyReader()
+    reader = NpyReader()
 
     def read(name):
         out = np.full((2, 8, 8), -1.0, dtype=np.float32)

@@ -27,7 +27,7 @@ from ddp_worker import (
     fixed_noise_training,
 )
 
-from depthdif.normalization import temperature_error_to_celsius
+from depthdif.data.normalization import temperature_error_to_celsius
 from depthdif.train import run_training
 
 WORKER = Path(__file__).with_name("ddp_worker.py")

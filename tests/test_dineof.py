@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from depthdif.baselines import BaselineInputError, BaselineUnavailable, dineof_fill
-from depthdif.evaluate_baselines import run_dineof
-from depthdif.evaluate_passes import EvalItems
-from depthdif.metrics import ScoreAccumulator
+from depthdif.evaluation.baseline_predictions import run_dineof
+from depthdif.evaluation.metrics import ScoreAccumulator
+from depthdif.evaluation.passes import EvalItems
 
 pytest.importorskip("pydineof")
 

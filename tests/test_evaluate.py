@@ -15,10 +15,20 @@ import pytest
 import xarray as xr
 
 from depthdif.config import deep_merge, load_config
-from depthdif.datamodule import DepthDifDataModule
+from depthdif.data.datamodule import DepthDifDataModule
 from depthdif.download import gather_manifest, run_download
-from depthdif.evaluate import run_evaluation, select_val_rows
-from depthdif.evaluate_baselines import run_baselines
+from depthdif.evaluation.baseline_predictions import run_baselines
+from depthdif.evaluation.protocol import run_evaluation, select_val_rows
+from depthdif.evaluation.real_sample import (
+    RealDataError,
+    download_real_month,
+    export_real_month,
+    gather_real_index,
+    matching_depth_indices,
+    real_download_settings,
+    real_eval_config,
+    real_export_params,
+)
 from depthdif.export import export_patches
 from depthdif.glorys import DEPTH_LEVELS_M
 from depthdif.layout import layout_of, year_month
@@ -29,16 +39,6 @@ from depthdif.models.module import (
     num_target_bands,
     sampling_train_config,
     save_model,
-)
-from depthdif.real_sample import (
-    RealDataError,
-    download_real_month,
-    export_real_month,
-    gather_real_index,
-    matching_depth_indices,
-    real_download_settings,
-    real_eval_config,
-    real_export_params,
 )
 from depthdif.sources.local import local_months
 from depthdif.split import split_index

@@ -16,8 +16,15 @@ import pytest
 import xarray as xr
 
 from depthdif.config import ConfigError, load_config, validate_config
-from depthdif.datasets import resolve_patch_path
+from depthdif.data.index import resolve_patch_path
 from depthdif.download import DownloadError, download_settings, write_manifest, write_month_manifest
+from depthdif.evaluation.real_sample import (
+    download_real_month,
+    export_real_month,
+    gather_real_index,
+    real_download_settings,
+    real_export_params,
+)
 from depthdif.export import (
     COLUMNS,
     SURFACE_NPY_DIR,
@@ -30,13 +37,6 @@ from depthdif.export import (
 )
 from depthdif.glorys import date_of_file, file_name
 from depthdif.layout import layout_of
-from depthdif.real_sample import (
-    download_real_month,
-    export_real_month,
-    gather_real_index,
-    real_download_settings,
-    real_export_params,
-)
 from depthdif.sources.local import check_local_files, local_months
 from depthdif.sources.synthetic import write_synthetic_month
 from depthdif.split import split_index

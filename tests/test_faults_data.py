@@ -30,8 +30,9 @@ from patch_factory import small_config, write_patch_set
 from depthdif import cli, glorys
 from depthdif.atomic import atomic_path, atomic_to_csv
 from depthdif.config import validate_config
-from depthdif.datamodule import DepthDifDataModule
-from depthdif.datasets import PatchDataset, PatchFileError, PatchIndexError
+from depthdif.data.datamodule import DepthDifDataModule
+from depthdif.data.dataset import PatchDataset
+from depthdif.data.index import PatchFileError, PatchIndexError
 from depthdif.export import INDEX_NAME, NPY_DIR, ExportError, export_patches
 from depthdif.layout import RunLayout, month_tag
 from depthdif.reconstruction.tiling import tile_fractions, tile_origins

@@ -22,7 +22,7 @@ from batch_factory import TinyDataModule, tiny_config
 from lightning.pytorch.callbacks import Callback
 from patch_factory import small_config, write_patch_set
 
-from depthdif.datasets import PatchDataset
+from depthdif.data.dataset import PatchDataset
 from depthdif.models.module import load_model
 from depthdif.train import LAST_CKPT, run_training
 

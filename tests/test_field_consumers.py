@@ -19,13 +19,14 @@ import xarray as xr
 from depthdif import cli, glorys
 from depthdif.cf.errors import FieldFileError
 from depthdif.config import load_config
-from depthdif.datamodule import DepthDifDataModule
-from depthdif.datasets import PatchDataset, PatchIndexError, index_depths, read_index
+from depthdif.data.datamodule import DepthDifDataModule
+from depthdif.data.dataset import PatchDataset
+from depthdif.data.index import PatchIndexError, index_depths, read_index
 from depthdif.download import run_download
-from depthdif.evaluate import band_depths_of
+from depthdif.evaluation.protocol import band_depths_of
+from depthdif.evaluation.real_sample import matching_depth_indices
 from depthdif.export import export_patches
 from depthdif.models.module import FORMAT_VERSION, CheckpointError, model_settings, save_model
-from depthdif.real_sample import matching_depth_indices
 from depthdif.reconstruction.gridded import ReconstructionError, read_observations, reconstruct_file
 from depthdif.reconstruction.month import _check_model_levels
 from depthdif.train import build_module, training_depths

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from depthdif.masking import (
+from depthdif.data.masking import (
     FRACTION_TOLERANCE,
     MaskError,
     TorusMaskPool,

@@ -1,4 +1,4 @@
-"""Tests of the scores (depthdif.metrics)."""
+"""Tests of the scores (depthdif.evaluation.metrics)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from depthdif.metrics import (
+from depthdif.evaluation.metrics import (
     METRIC_COLUMNS,
     ScoreAccumulator,
     ScoreInputError,
@@ -180,7 +180,7 @@ def test_location_sums_table_pairs_two_runs_on_their_locations(tmp_path):
     location bootstrap (bench/compare_runs.py), whose interval covers the constructed ratio."""
     import importlib.util
 
-    from depthdif.metrics import LOCATION_COLUMNS, ScoreAccumulator
+    from depthdif.evaluation.metrics import LOCATION_COLUMNS, ScoreAccumulator
 
     rng = np.random.default_rng(0)
     truth = rng.standard_normal((12, 8, 8))

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from depthdif.normalization import (
+from depthdif.data.normalization import (
     KELVIN_OFFSET,
     PLOT_TEMP_MAX,
     PLOT_TEMP_MIN,

@@ -14,8 +14,9 @@ from batch_factory import TinyDataModule, make_batch, tiny_config
 from patch_factory import small_config, write_patch_set
 
 from depthdif.baselines import BASELINES, BaselineUnavailable, run_baseline
-from depthdif.datasets import PatchDataset, PatchIndexError
-from depthdif.masking import MaskError, cell_area_deg2, make_profile_masks, profile_positions
+from depthdif.data.dataset import PatchDataset
+from depthdif.data.index import PatchIndexError
+from depthdif.data.masking import MaskError, cell_area_deg2, make_profile_masks, profile_positions
 from depthdif.train import build_module, fit_first_guess
 
 SIZE = 16
@@ -233,7 +234,7 @@ def tiny_profiles(tmp_path_factory):
 def test_evaluation_scores_every_method_at_each_profile_density(tiny_profiles):
     from test_evaluate import checkpoint
 
-    from depthdif.evaluate import run_evaluation
+    from depthdif.evaluation.protocol import run_evaluation
 
     config, root = tiny_profiles
     ckpt = checkpoint(config, "temp_v1", root / "temp_v1.ckpt")  # first guess fitted on profile samples

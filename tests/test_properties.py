@@ -17,8 +17,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from depthdif.config import validate_config
-from depthdif.masking import FRACTION_TOLERANCE, TorusMaskPool, make_band_masks, make_mask, mask_rng
-from depthdif.normalization import Y_STD, temperature_denormalize, temperature_normalize
+from depthdif.data.masking import FRACTION_TOLERANCE, TorusMaskPool, make_band_masks, make_mask, mask_rng
+from depthdif.data.normalization import Y_STD, temperature_denormalize, temperature_normalize
 from depthdif.reconstruction.stitching import stitch
 from depthdif.reconstruction.tiling import tile_fractions, tile_origins
 from depthdif.split import split_index

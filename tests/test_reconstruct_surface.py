@@ -191,7 +191,7 @@ def test_build_batch_regresses_the_first_guess_on_the_surface_variables():
 
     def error(batch):
         hidden = ~np.isfinite(observed)
-        from depthdif.normalization import temperature_normalize
+        from depthdif.data.normalization import temperature_normalize
 
         return np.abs(batch["first_guess"][0].numpy() - temperature_normalize(truth))[hidden].mean()
 

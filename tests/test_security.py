@@ -22,7 +22,8 @@ from patch_factory import small_config, write_patch_set
 from depthdif import cli, glorys
 from depthdif.baselines import load_history
 from depthdif.config import ConfigError, load_config, validate_config
-from depthdif.datasets import PatchDataset, PatchFileError, load_patch
+from depthdif.data.dataset import PatchDataset
+from depthdif.data.index import PatchFileError, load_patch
 from depthdif.download import DownloadError, run_download
 from depthdif.export import ExportError, export_patches
 from depthdif.models.module import CheckpointError, load_model

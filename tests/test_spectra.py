@@ -1,4 +1,5 @@
-"""Power spectra, spectral ratio and effective resolution (depthdif.spectra) on fields of known spectrum."""
+"""Power spectra, spectral ratio and effective resolution (depthdif.evaluation.spectra) on fields of known
+spectrum."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from depthdif.spectra import (
+from depthdif.evaluation.spectra import (
     SCORE_COLUMNS,
     TABLE_COLUMNS,
     effective_resolution,
@@ -194,7 +195,7 @@ def test_tables_per_method_band_and_fraction():
 
 
 def test_power_spectra_figure(tmp_path):
-    from depthdif.plots import plot_power_spectra
+    from depthdif.evaluation.plots import plot_power_spectra
 
     truth = to_patches(red_field(seed=11))[:, None]
     smooth = to_patches(gaussian_smooth(red_field(seed=11), 2.0))[:, None]

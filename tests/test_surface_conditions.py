@@ -12,8 +12,8 @@ from test_cokriging import SIZE, batch_of, gaussian_fields
 from depthdif.baselines import eo_regression_oi
 from depthdif.baselines.cokriging import Cokriging, fit_covariance, patch_residuals, surface_drifts
 from depthdif.baselines.optimal_interpolation import regress_on_drifts
+from depthdif.data.normalization import Y_STD, temperature_normalize
 from depthdif.models.module import BatchContractError, load_model, save_model
-from depthdif.normalization import Y_STD, temperature_normalize
 from depthdif.train import build_module, fit_surface_scale
 
 SEA_LEVEL_M_PER_C = 0.05  # the constructed ocean's sea level: 5 cm per °C of the subsurface anomaly it follows
@@ -158,7 +158,8 @@ def test_a_batch_without_sea_level_for_a_model_that_needs_it_is_refused():
 def test_the_dataset_hands_eo_4band_the_exported_sea_level(tmp_path):
     from test_export_surface import config_for, make_raw
 
-    from depthdif.datasets import PatchDataset, PatchIndexError
+    from depthdif.data.dataset import PatchDataset
+    from depthdif.data.index import PatchIndexError
     from depthdif.export import export_patches
     from depthdif.glorys import file_name
     from depthdif.sources.synthetic import write_synthetic_month

@@ -144,7 +144,7 @@ def test_truncated_last_checkpoint_is_set_aside(tmp_path):
 def test_the_index_given_is_the_index_trained_on(tmp_path):
     """The Snakemake rule passes the split index it declares; data_dir is not used to find it."""
     from depthdif.config import load_config
-    from depthdif.datasets import PatchIndexError
+    from depthdif.data.index import PatchIndexError
 
     config = load_config([], {"data_dir": str(tmp_path / "nowhere")})
     given = tmp_path / "elsewhere" / "my_split.csv"

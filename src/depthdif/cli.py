@@ -110,7 +110,7 @@ def cmd_train(config: dict, args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(config: dict, args: argparse.Namespace) -> None:
-    from depthdif.evaluate import run_evaluation
+    from depthdif.evaluation.protocol import run_evaluation
     from depthdif.layout import layout_of
 
     layout = layout_of(config)

@@ -184,7 +184,8 @@ class RunLayout:
         return self.eval_dir(variant) / "baselines"
 
     def baseline_predictions(self, variant: str) -> Path:
-        """Every non-model method's predictions on every evaluation pass (depthdif.evaluate_baselines)."""
+        """Every non-model method's predictions on every evaluation pass
+        (depthdif.evaluation.baseline_predictions)."""
         return self.baselines_dir(variant) / BASELINES_NAME
 
     def eval_metrics(self, variant: str) -> Path:

@@ -23,18 +23,19 @@ BASELINE_EVALUATE_KEYS = ("max_patches", "months_per_location", "mask_fractions"
                           "dineof_max_modes")
 
 STAGE_READS: dict[str, dict[str, tuple[str, ...] | None]] = {
-    # depthdif.evaluate_baselines.run_baselines: no model key, so a model change reruns no baseline
-    # (export.surface_variables: the dense fields eo_regression_oi regresses on)
+    # depthdif.evaluation.baseline_predictions.run_baselines: no model key, so a model change reruns no
+    # baseline (export.surface_variables: the dense fields eo_regression_oi regresses on)
     "baselines": {"seed": None, "dataset": OBSERVATION_KEYS, "evaluate": BASELINE_EVALUATE_KEYS,
                   "export": ("surface_variables",)},
-    # depthdif.evaluate.run_evaluation: data_dir (the month reconstruction.nc rebuilds), export (its levels),
-    # model and train (the checkpoint's compatibility check, threads), loader (the batches seed the model's
-    # sampling), dataset, evaluate, seed
+    # depthdif.evaluation.protocol.run_evaluation: data_dir (the month reconstruction.nc rebuilds), export
+    # (its levels), model and train (the checkpoint's compatibility check, threads), loader (the batches seed
+    # the model's sampling), dataset, evaluate, seed
     "evaluate": {key: None for key in ("data_dir", "seed", "export", "dataset", "loader", "model", "train",
                                        "evaluate")},
-    # depthdif.evaluate.run_evaluation on the real sample (rules evaluate_real_*): the evaluation's keys but
-    # data_dir and export.depth_indices, which come from the real sample's data folder and index
-    # (depthdif.real_sample.real_eval_config); the baselines_real_* rules read STAGE_READS["baselines"]
+    # depthdif.evaluation.protocol.run_evaluation on the real sample (rules evaluate_real_*): the evaluation's
+    # keys but data_dir and export.depth_indices, which come from the real sample's data folder and index
+    # (depthdif.evaluation.real_sample.real_eval_config); the baselines_real_* rules read
+    # STAGE_READS["baselines"]
     "evaluate_real": {key: None for key in ("seed", "export", "dataset", "loader", "model", "train", "evaluate")},
 }
 

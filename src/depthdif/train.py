@@ -119,7 +119,7 @@ def training_depths(datamodule: pl.LightningDataModule) -> tuple[float, ...] | N
 
 def default_datamodule(config: Mapping, variant: str, index_csv: Path | None = None) -> pl.LightningDataModule:
     # imported here: the data side is heavy and tests inject their own datamodule
-    from depthdif.datamodule import DepthDifDataModule
+    from depthdif.data.datamodule import DepthDifDataModule
 
     return DepthDifDataModule(config, variant=variant, index_csv=index_csv)
 
@@ -227,7 +227,7 @@ def merge_metrics(csv_log_root: Path, target: Path) -> pd.DataFrame:
 def training_batches(datamodule: pl.LightningDataModule, batch_size: int, seed: int):
     """Training batches as the module sees them (unpacked, surface field degraded as in training), in an order
     fixed by ``seed`` so that every DDP rank fits the same statistics."""
-    from depthdif.datasets import collate, unpack_batch
+    from depthdif.data.dataset import collate, unpack_batch
 
     datamodule.setup("fit")
     train_set = getattr(datamodule, "train_set", None)

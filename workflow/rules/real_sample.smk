@@ -1,7 +1,7 @@
 # The real sample of the sim-to-real evaluation (evaluate.real_sample_dir) as a second dataset: the same
 # per-month download and export code into {data_dir}/real (REAL in common.smk), one job per month, gathered
 # into an index whose every patch is val. Planned only when a sim-to-real target is asked for.
-from depthdif.real_sample import real_download_settings, real_export_params
+from depthdif.evaluation.real_sample import real_download_settings, real_export_params
 
 
 rule download_real_month:

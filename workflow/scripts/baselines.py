@@ -1,8 +1,8 @@
-"""Snakemake wrapper: rules baselines_<variant> -> depthdif.evaluate_baselines.run_baselines."""
+"""Snakemake wrapper: rules baselines_<variant> -> depthdif.evaluation.baseline_predictions.run_baselines."""
 
 from pathlib import Path
 
-from depthdif.evaluate_baselines import run_baselines
+from depthdif.evaluation.baseline_predictions import run_baselines
 from depthdif.logs import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)

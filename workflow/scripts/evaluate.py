@@ -1,8 +1,8 @@
-"""Snakemake wrapper: rules evaluate_<variant> -> depthdif.evaluate.run_evaluation."""
+"""Snakemake wrapper: rules evaluate_<variant> -> depthdif.evaluation.protocol.run_evaluation."""
 
 from pathlib import Path
 
-from depthdif.evaluate import run_evaluation
+from depthdif.evaluation.protocol import run_evaluation
 from depthdif.logs import setup_logging
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)

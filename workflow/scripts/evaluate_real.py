@@ -1,11 +1,11 @@
-"""Snakemake wrapper: rules evaluate_real_<variant> -> depthdif.evaluate.run_evaluation on the real sample."""
+"""Snakemake wrapper: rules evaluate_real_<variant> -> depthdif.evaluation.protocol.run_evaluation (real sample)."""
 
 from pathlib import Path
 
-from depthdif.evaluate import run_evaluation
+from depthdif.evaluation.protocol import run_evaluation
+from depthdif.evaluation.real_sample import real_eval_config
 from depthdif.layout import layout_of
 from depthdif.logs import setup_logging
-from depthdif.real_sample import real_eval_config
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 index_csv = Path(snakemake.input.index)  # noqa: F821

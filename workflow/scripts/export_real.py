@@ -1,9 +1,9 @@
-"""Snakemake wrapper: rule export_real (the gather) -> depthdif.real_sample.gather_real_index."""
+"""Snakemake wrapper: rule export_real (the gather) -> depthdif.evaluation.real_sample.gather_real_index."""
 
 from pathlib import Path
 
+from depthdif.evaluation.real_sample import gather_real_index
 from depthdif.logs import setup_logging
-from depthdif.real_sample import gather_real_index
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 gather_real_index(

@@ -1,10 +1,10 @@
-"""Snakemake wrapper: rule export_real_month -> depthdif.real_sample.export_real_month."""
+"""Snakemake wrapper: rule export_real_month -> depthdif.evaluation.real_sample.export_real_month."""
 
 from pathlib import Path
 
+from depthdif.evaluation.real_sample import export_real_month
 from depthdif.layout import layout_of
 from depthdif.logs import setup_logging
-from depthdif.real_sample import export_real_month
 
 setup_logging(snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 real = layout_of(snakemake.config).real_data  # noqa: F821

@@ -48,8 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from depthdif.data.normalization import Y_STD
 from depthdif.errors import DepthDifError
-from depthdif.normalization import Y_STD
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from depthdif.baselines.cokriging import Cokriging, finite_samples
 from depthdif.config import section_defaults
+from depthdif.data.normalization import Y_STD, temperature_error_to_celsius
 from depthdif.errors import DepthDifError
 from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
 from depthdif.models.samplers import SAMPLERS, analytic_extra_variance, make_sampler, sample_loop
 from depthdif.models.unet import ConvNeXtUNet, coords_to_unit_sphere, date_to_day_of_year
-from depthdif.normalization import Y_STD, temperature_error_to_celsius
 
 log = logging.getLogger(__name__)
 

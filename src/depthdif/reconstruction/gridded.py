@@ -27,7 +27,7 @@ from depthdif.cf.decode import decode_values
 from depthdif.cf.errors import FieldFileError
 from depthdif.cf.fills import mask_declared
 from depthdif.cf.units import check_sea_water_temperature, is_temperature, parse_units, registry, to_celsius
-from depthdif.datasets import lon_midpoint
+from depthdif.data.index import lon_midpoint
 from depthdif.errors import DepthDifError
 from depthdif.reconstruction.inference import (
     TileInput,

@@ -15,12 +15,12 @@ import torch
 # level matching lives with the depth axes (torch-free, for the data stages); imported from here by the
 # model-side callers
 from depthdif.cf.axes import DEPTH_TOLERANCE, match_levels, same_levels  # noqa: F401
-from depthdif.errors import DepthDifError
-from depthdif.normalization import (
+from depthdif.data.normalization import (
     temperature_denormalize,
     temperature_error_to_celsius,
     temperature_normalize,
 )
+from depthdif.errors import DepthDifError
 
 
 class DeviceError(DepthDifError, RuntimeError):

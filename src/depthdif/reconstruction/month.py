@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from depthdif.data.masking import make_band_masks, mask_rng
 from depthdif.export import ExportError, read_levels, read_surfaces
 from depthdif.layout import data_layout_of
-from depthdif.masking import make_band_masks, mask_rng
 from depthdif.reconstruction.gridded import (
     GridObservations,
     ReconstructionError,

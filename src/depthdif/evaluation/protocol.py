@@ -1,14 +1,14 @@
 """The evaluation protocol: the model and every baseline on the same hidden ocean pixels of the val split.
 
-For each occlusion level the val patches get masks fixed by seed (the val dataset is deterministic), so
-every method sees the same observations. The baselines' predictions come from the file of rule
-``baselines_{variant}`` (depthdif.evaluate_baselines), checked against the items rebuilt here, or, without
-the file, are computed in place by the same code; the model and its own first guess and conditional mean
-are run here (they depend on the model). Scores are pooled over hidden ocean pixels, in °C, per band
-(see depthdif.metrics). Outputs: metrics.csv (contract columns + spread + the spectral scores of
-depthdif.spectra), metrics.json (headline summary), spectra.csv (per-wavenumber power spectra),
-ddim_steps.csv (RMSE against sampling steps), figures/*.png and reconstruction.nc (one val month rebuilt
-over the whole exported region); their names come from depthdif.layout.EvalFiles.
+For each occlusion level the val patches get masks fixed by seed (the val dataset is deterministic), so every
+method sees the same observations. The baselines' predictions come from the file of rule
+``baselines_{variant}`` (depthdif.evaluation.baseline_predictions), checked against the items rebuilt here,
+or, without the file, are computed in place by the same code; the model and its own first guess and
+conditional mean are run here (they depend on the model). Scores are pooled over hidden ocean pixels, in °C,
+per band (see depthdif.evaluation.metrics). Outputs: metrics.csv (contract columns + spread + the spectral
+scores of depthdif.evaluation.spectra), metrics.json (headline summary), spectra.csv (per-wavenumber power
+spectra), ddim_steps.csv (RMSE against sampling steps), figures/*.png and reconstruction.nc (one val month
+rebuilt over the whole exported region); their names come from depthdif.layout.EvalFiles.
 
 With ``dataset.observations`` ``profiles`` or ``both`` an observing-system experiment follows the occlusion
 levels: the same protocol with vertical profiles at ``evaluate.profile_density_factors`` times the Argo
@@ -36,14 +36,15 @@ import torch
 from tqdm import tqdm
 
 from depthdif.atomic import atomic_to_csv, atomic_write_text
-from depthdif.evaluate_baselines import (
+from depthdif.evaluation.baseline_predictions import (
     InlineBaselines,
     StoredBaselines,
     baseline_context,
     read_val_selection,
     score_baselines,
 )
-from depthdif.evaluate_passes import (
+from depthdif.evaluation.metrics import ScoreAccumulator, bootstrap_rmse_ratio
+from depthdif.evaluation.passes import (
     CLEAN_SURFACE,
     OCCLUSION,
     PROFILES,
@@ -56,8 +57,8 @@ from depthdif.evaluate_passes import (
     select_val_rows,  # noqa: F401 (its home until the evaluation became several modules)
     target_depths,
 )
+from depthdif.evaluation.spectra import merge_spectral_scores, scores_from_table, spectral_table
 from depthdif.layout import EvalFiles, data_layout_of
-from depthdif.metrics import ScoreAccumulator, bootstrap_rmse_ratio
 from depthdif.reconstruction.inference import (
     conditional_mean_celsius,
     first_guess_celsius,
@@ -65,7 +66,6 @@ from depthdif.reconstruction.inference import (
     same_levels,
     sample_celsius,
 )
-from depthdif.spectra import merge_spectral_scores, scores_from_table, spectral_table
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def band_depths_of(index: pd.DataFrame, config: Mapping, variant: str, model_set
     Raises:
         CheckpointError: the model was trained on other levels than the index holds.
     """
-    from depthdif.datasets import index_depths
+    from depthdif.data.index import index_depths
     from depthdif.models.module import CheckpointError
 
     depths = list(index_depths(index))
@@ -273,10 +273,10 @@ def summarise(metrics: pd.DataFrame, variant: str, seconds: float, n_patches: in
               scores: ScoreAccumulator | None = None) -> dict:
     """Headline: per occlusion level, the model's RMSE next to the best baseline's (pooled over bands).
 
-    With the accumulator ``scores`` (its adds given ``location=``), each model/best-baseline ratio gets a
-    95 % percentile interval from a bootstrap over val locations (``*_ci95``; pixels and months of one
-    location are correlated, so locations, not pixels, are resampled: depthdif.metrics.bootstrap_rmse_ratio)
-    and ``n_locations``.  ``per_band`` repeats this per band, with the best baseline chosen per band.
+    With the accumulator ``scores`` (its adds given ``location=``), each model/best-baseline ratio gets a 95 %
+    percentile interval from a bootstrap over val locations (``*_ci95``; pixels and months of one location are
+    correlated, so locations, not pixels, are resampled: depthdif.evaluation.metrics.bootstrap_rmse_ratio) and
+    ``n_locations``.  ``per_band`` repeats this per band, with the best baseline chosen per band.
     """
     pooled = metrics.assign(sse=metrics["rmse_c"] ** 2 * metrics["n_pixels"]).groupby(
         ["method", "mask_fraction"], as_index=False)[["sse", "n_pixels"]].sum()
@@ -502,10 +502,11 @@ def _score_passes(module, config: Mapping, variant: str, index: pd.DataFrame, ro
     Args:
         module: the loaded model.
         config, variant: as :func:`run_evaluation`.
-        index, rows: the split index and the val rows (:func:`depthdif.evaluate_baselines.read_val_selection`).
-        eval_config: the items config (:func:`depthdif.evaluate_passes.items_config`).
+        index, rows: the split index and the val rows
+            (:func:`depthdif.evaluation.baseline_predictions.read_val_selection`).
+        eval_config: the items config (:func:`depthdif.evaluation.passes.items_config`).
         depths: depth (m) of each band.
-        passes: :func:`depthdif.evaluate_passes.evaluation_passes`.
+        passes: :func:`depthdif.evaluation.passes.evaluation_passes`.
         baselines: where the baselines' predictions come from (``InlineBaselines`` / ``StoredBaselines``).
         files: the outputs.
         started: ``time.perf_counter()`` at the start of the evaluation.
@@ -513,7 +514,7 @@ def _score_passes(module, config: Mapping, variant: str, index: pd.DataFrame, ro
     Returns:
         metrics.json's summary and metrics.csv's table.
     """
-    from depthdif.plots import (
+    from depthdif.evaluation.plots import (
         plot_power_spectra,
         plot_rank_histograms,
         plot_rmse_vs_occlusion,
@@ -530,7 +531,7 @@ def _score_passes(module, config: Mapping, variant: str, index: pd.DataFrame, ro
     shown_fraction = figure_fraction(settings["mask_fractions"])
     sweep_items = None
     rank_histograms: dict[float, np.ndarray] = {}
-    spectra: list[pd.DataFrame] = []  # per-wavenumber PSDs of each occlusion level (depthdif.spectra)
+    spectra: list[pd.DataFrame] = []  # per-wavenumber PSDs of each occlusion level (evaluation.spectra)
     coverage: list[pd.DataFrame] = []  # observed pixels per level and band (metrics.csv's observing columns)
 
     def score_level(items: EvalItems, eval_pass: EvalPass, accumulator: ScoreAccumulator
@@ -591,7 +592,7 @@ def _score_passes(module, config: Mapping, variant: str, index: pd.DataFrame, ro
 
 def _example_figures(items: EvalItems, model: dict, baselines: dict, depths: list[float], fraction: float,
                      count: int, figures_dir: Path) -> None:
-    from depthdif.plots import plot_example
+    from depthdif.evaluation.plots import plot_example
 
     shown = ["oi", "biharmonic", "eo_regression_oi", "dineof"]
     for i in range(min(count, items.truth.shape[0])):

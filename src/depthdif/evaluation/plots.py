@@ -182,11 +182,11 @@ def plot_field(field: np.ndarray, lat: np.ndarray, lon: np.ndarray, title: str, 
 def plot_power_spectra(table: pd.DataFrame, fraction: float, path: Path) -> Path:
     """PSD(method) / PSD(truth) against wavelength (px, log axes), one panel per band, one line per method.
 
-    ``table`` is depthdif.spectra.spectral_table's (spectra.csv); the occlusion level shown is the one of
-    the table nearest ``fraction``.  1 (dashed) = the truth's variance at that scale; below = too smooth.
-    The shaded span is the small-scale band of ``psd_ratio_small_scales``.
+    ``table`` is depthdif.evaluation.spectra.spectral_table's (spectra.csv); the occlusion level shown is the
+    one of the table nearest ``fraction``.  1 (dashed) = the truth's variance at that scale; below = too
+    smooth. The shaded span is the small-scale band of ``psd_ratio_small_scales``.
     """
-    from depthdif.spectra import SMALL_SCALE_WAVELENGTH_PX
+    from depthdif.evaluation.spectra import SMALL_SCALE_WAVELENGTH_PX
 
     rows = table[np.isfinite(table["psd_ratio"]) & (table["psd_ratio"] > 0)]
     shown = min(rows["mask_fraction"].unique(), key=lambda f: abs(f - fraction)) if len(rows) else fraction

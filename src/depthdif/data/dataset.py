@@ -1,7 +1,7 @@
 """Training samples from exported patches: the ``temp_v1`` and ``eo_4band`` datasets.
 
 One sample is a dict of float32 tensors (C = target bands, H = W = patch size), values normalised with
-:func:`depthdif.normalization.temperature_normalize`:
+:func:`depthdif.data.normalization.temperature_normalize`:
 
     y            (C,H,W)  clean target; 0 on land
     x            (C,H,W)  observations: y where observed, 0 where hidden or land
@@ -20,16 +20,17 @@ One sample is a dict of float32 tensors (C = target bands, H = W = patch size), 
 the EO/surface condition, channels 1..num_channels-1 are the targets. The loss/score region is the hidden
 ocean, ``(1 - valid_mask) * land_mask``.
 
-The train split draws fresh masks (from a :class:`~depthdif.masking.TorusMaskPool`, or exactly per sample when
-``dataset.train_mask_reuse`` is 0), degrades the EO band and turns each sample by a random rot90/flip (here,
-or, in the DataModule, on the training device with :func:`augment_batch`). Any other split is deterministic:
-the mask of band k of a sample comes from ``mask_rng(seed, sample_key(sample_id), channel)`` (channel = export
-channel, so the same sample and depth get the same mask in both variants), with no degradation and no
-augmentation, so a validation score means the same thing every epoch.
+The train split draws fresh masks (from a :class:`~depthdif.data.masking.TorusMaskPool`, or exactly per
+sample when ``dataset.train_mask_reuse`` is 0), degrades the EO band and turns each sample by a random
+rot90/flip (here, or, in the DataModule, on the training device with
+:func:`~depthdif.data.augment.augment_batch`). Any other split is deterministic: the mask of band k of a
+sample comes from ``mask_rng(seed, sample_key(sample_id), channel)`` (channel = export channel, so the same
+sample and depth get the same mask in both variants), with no degradation and no augmentation, so a
+validation score means the same thing every epoch.
 
 Observing systems (``dataset.observations``): ``rectangles`` hide random rectangles per band (above);
 ``profiles`` observe whole columns, the same pixels in every band, at a Poisson number of uniform positions
-over the patch's ocean surface (:func:`~depthdif.masking.make_profile_masks`; the mean is the density
+over the patch's ocean surface (:func:`~depthdif.data.masking.make_profile_masks`; the mean is the density
 ``dataset.profiles_per_deg2_month`` times the patch's ocean area from its index row, cos(latitude) included).
 Training draws the density per sample from ``dataset.train_profile_density_factors`` (null: the evaluation's
 ``evaluate.profile_density_factors``) times the Argo density; validation uses the Argo density, with one
@@ -39,19 +40,22 @@ system is fixed by ``mask_rng(seed, sample_key, SYSTEM_RNG_CHANNEL)``. A sample 
 
 Speed (bench/loader.py): a DataLoader calls ``__getitems__`` with a batch's indices; the batch is built sample
 by sample straight into one allocation (no second copy by the collate function), patches are read with one
-``readv`` each, and every step is a handful of whole-array numpy calls. The DataModule's training loader
-builds *packed* batches (``packed=True``): ``valid_mask`` and ``land_mask`` stay bool and ``x`` is left out,
-which is 5 float planes a sample instead of 13 to write, pin and copy to the GPU; :func:`unpack_batch` turns
-them into the samples above on the training device (``x = y * valid_mask``, masks as float32).
+``readv`` each (:class:`~depthdif.data.index.NpyReader`), and every step is a handful of whole-array numpy
+calls. The DataModule's training loader builds *packed* batches (``packed=True``): ``valid_mask`` and
+``land_mask`` stay bool and ``x`` is left out, which is 5 float planes a sample instead of 13 to write, pin
+and copy to the GPU; :func:`unpack_batch` turns them into the samples above on the training device
+(``x = y * valid_mask``, masks as float32).
+
+The index and patch files are read by :mod:`depthdif.data.index`; the rot90/flip and the EO speckle are in
+:mod:`depthdif.data.augment`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +64,19 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from depthdif.errors import DepthDifError
-from depthdif.layout import data_layout_of
-from depthdif.masking import (
+from depthdif.data.augment import EO_OFFSET_MAX_C, SpeckleBank, dihedral, speckle_factors
+from depthdif.data.index import (
+    INDEX_COLUMNS,
+    NpyReader,
+    PatchIndexError,
+    check_index_columns,
+    check_unique_ids,
+    index_dates,
+    patch_centres,
+    read_index,
+    resolve_patch_path,
+)
+from depthdif.data.masking import (
     TorusMaskPool,
     cell_area_deg2,
     make_band_masks,
@@ -70,30 +84,13 @@ from depthdif.masking import (
     mask_rng,
     sample_key,
 )
-from depthdif.normalization import temperature_normalize
-from depthdif.paths import PathEscapeError, resolve_inside
+from depthdif.data.normalization import temperature_normalize
+from depthdif.layout import data_layout_of
 
 logger = logging.getLogger(__name__)
 
 VARIANTS = ("temp_v1", "eo_4band")
-INDEX_COLUMNS = (
-    "sample_id",
-    "source_file",
-    "date",
-    "y0",
-    "x0",
-    "patch_size",
-    "lat0",
-    "lat1",
-    "lon0",
-    "lon1",
-    "y_npy_path",
-    "num_channels",
-)
-EO_OFFSET_MAX_C = 2.0  # EO degradation: a uniform offset in [-2, 2] °C over the ocean of a patch
 EO_RNG_CHANNEL = 1_000  # the mask_rng stream of a sample's surface degradation (bands use 0..C)
-EO_SPECKLE_STD = 0.01  # multiplicative speckle 1 + 0.01 * N(0, 1) ...
-EO_SPECKLE_CLIP = (0.9, 1.1)  # ... clamped to [0.9, 1.1]
 SURFACE_RNG_CHANNEL = 1_001  # the mask_rng stream of a sample's surface-variable degradation
 PROFILE_RNG_CHANNEL = 2_000  # the mask_rng stream of a sample's fixed profile positions (one for all bands)
 SYSTEM_RNG_CHANNEL = 2_001  # the mask_rng stream choosing a validation sample's observing system (``both``)
@@ -132,223 +129,6 @@ def collate(samples):
     return default_collate(samples)
 
 
-class PatchIndexError(DepthDifError, ValueError):
-    """The patch index (CSV or frame) is unusable: a missing column, an unknown split, a bad row."""
-
-
-class PatchFileError(DepthDifError, ValueError):
-    """A patch .npy is missing, unreadable, of the wrong shape, or outside the index folder."""
-
-
-# --------------------------------------------------------------------------- index, paths, dates, coords
-def read_index(path: str | Path) -> pd.DataFrame:
-    """Read a patch index CSV; ``frame.attrs['index_dir']`` keeps its folder (``y_npy_path`` is relative to it)."""
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype={"sample_id": str, "source_file": str, "split": str})
-    except FileNotFoundError:
-        raise PatchIndexError(
-            f"patch index {path} not found: run the export and split stages first (snakemake split)"
-        ) from None
-    frame.attrs["index_dir"] = str(path.parent)
-    frame.attrs["origin"] = str(path)
-    return frame
-
-
-def check_index_columns(frame: pd.DataFrame, required: tuple[str, ...] = INDEX_COLUMNS) -> None:
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise PatchIndexError(
-            f"patch index {frame.attrs.get('origin', '<DataFrame>')} lacks column(s) {missing}; it has "
-            f"{list(frame.columns)}. Re-run the export/split stages that write it."
-        )
-
-
-def resolve_patch_path(index_dir: str | Path, relative: str, row: Any) -> str:
-    """Absolute path of a patch; refuse a ``y_npy_path`` that points outside the index folder."""
-    try:
-        return str(resolve_inside(index_dir, relative, f"row {row}: y_npy_path"))
-    except PathEscapeError:
-        raise PatchFileError(
-            f"row {row}: y_npy_path '{relative}' points outside the index folder {index_dir}; paths in the index "
-            "must be relative to the CSV's folder (re-run the export)."
-        ) from None
-
-
-def check_unique_ids(frame: pd.DataFrame) -> None:
-    """A duplicated sample_id would be trained on twice and share one fixed val mask."""
-    duplicated = sorted(set(frame.loc[frame["sample_id"].duplicated(), "sample_id"].astype(str)))
-    if duplicated:
-        raise PatchIndexError(
-            f"patch index {frame.attrs.get('origin', '<DataFrame>')} lists sample_id(s) {duplicated[:5]} more "
-            "than once; re-run the export/split stages instead of editing the index."
-        )
-
-
-def index_dates(frame: pd.DataFrame) -> np.ndarray:
-    """The ``date`` column as int64 YYYYMMDD, the one date of a patch everywhere downstream of the export.
-
-    The export took it from the file's time coordinate (or its attributes); re-deriving it from the file
-    name here would give another date for names without ``_YYYYMM`` (e.g. Copernicus subset names).
-
-    Args:
-        frame: patch index rows with a ``date`` column.
-
-    Returns:
-        (N,) int64 dates YYYYMMDD.
-
-    Raises:
-        PatchIndexError: a date is empty or not a YYYYMMDD calendar day (the row is named).
-    """
-    values = pd.to_numeric(frame["date"], errors="coerce").to_numpy(np.float64)
-    whole = np.isfinite(values) & (values == np.round(values))
-    dates = np.where(whole, values, 0).astype(np.int64)
-    days = pd.to_datetime(pd.Series(dates.astype(str)), format="%Y%m%d", errors="coerce")
-    bad = np.flatnonzero(~whole | days.isna().to_numpy())
-    if bad.size:
-        row = frame.iloc[bad[0]]
-        raise PatchIndexError(
-            f"patch index {frame.attrs.get('origin', '<DataFrame>')}: row {row.name} (sample_id "
-            f"{row.get('sample_id', '?')}) has date {row['date']!r}, not YYYYMMDD; re-run the export stage."
-        )
-    return dates
-
-
-_DEPTH_RTOL = 1e-4  # the export's tolerance for "the same depth axis" across files
-
-
-def index_depths(frame: pd.DataFrame) -> tuple[float, ...]:
-    """Depths (m) of the exported channels, from the index's ``depth_values`` column ("0.494025;9.572997;...").
-
-    Every row must list the same depths: channel k is one level in every patch.
-
-    Args:
-        frame: patch index rows with a ``depth_values`` column.
-
-    Returns:
-        One depth in metres per exported channel.
-
-    Raises:
-        PatchIndexError: the column is missing or empty, a value is not a number, or rows disagree.
-    """
-    check_index_columns(frame, ("depth_values",))
-    origin = frame.attrs.get("origin", "<DataFrame>")
-    if frame.empty:
-        raise PatchIndexError(f"patch index {origin} has no rows: no depths to read; re-run the export stage.")
-    texts = frame["depth_values"].astype(str)
-    first = texts.iloc[0]
-    try:
-        depths = tuple(float(v) for v in first.split(";"))
-        others = {text: tuple(float(v) for v in text.split(";")) for text in set(texts)}
-    except ValueError:
-        raise PatchIndexError(f"patch index {origin}: depth_values {first!r} (or another row's) is not a "
-                              "';'-separated list of metres; re-run the export stage.") from None
-    for text, values in others.items():
-        if len(values) != len(depths) or not np.allclose(values, depths, rtol=_DEPTH_RTOL, atol=0):
-            raise PatchIndexError(
-                f"patch index {origin}: rows list depth_values {first!r} and {text!r}; one index must hold "
-                "one depth axis. Re-export the files with a common depth axis."
-            )
-    return depths
-
-
-def lon_midpoint(lon0, lon1):
-    """Dateline-safe circular midpoint in (-180, 180]: 170 and -170 -> 180, 350 and 10 -> 0."""
-    a, b = np.radians(np.asarray(lon0, dtype=np.float64)), np.radians(np.asarray(lon1, dtype=np.float64))
-    mid = np.degrees(np.arctan2(np.sin(a) + np.sin(b), np.cos(a) + np.cos(b)))
-    mid = np.where(mid <= -180.0 + 1e-9, 180.0, mid)
-    return float(mid) if mid.ndim == 0 else mid
-
-
-def patch_centres(frame: pd.DataFrame) -> np.ndarray:
-    """(N, 2) float32 [lat_centre, lon_centre]: mean latitude, circular-mean longitude."""
-    lat = (frame["lat0"].to_numpy(np.float64) + frame["lat1"].to_numpy(np.float64)) / 2.0
-    lon = lon_midpoint(frame["lon0"].to_numpy(np.float64), frame["lon1"].to_numpy(np.float64))
-    return np.stack([lat, np.atleast_1d(lon)], axis=1).astype(np.float32)
-
-
-# --------------------------------------------------------------------------- reading patches
-def _row_name(row: Mapping | pd.Series) -> str:
-    label = getattr(row, "name", None)
-    sample = row.get("sample_id", "?") if hasattr(row, "get") else "?"
-    return f"{label} (sample_id {sample})" if label is not None else f"sample_id {sample}"
-
-
-def load_patch(index_row: Mapping | pd.Series, index_dir: str | Path) -> np.ndarray:
-    """The patch of one index row as float32 (C, H, W) in °C, NaN = no data, checked against the row.
-
-    Raises PatchFileError naming the row and file when the path escapes ``index_dir``, the file is missing
-    or unreadable, or its shape is not (num_channels, patch_size, patch_size).
-    """
-    name = _row_name(index_row)
-    path = resolve_patch_path(index_dir, index_row["y_npy_path"], name)
-    expected = (int(index_row["num_channels"]), int(index_row["patch_size"]), int(index_row["patch_size"]))
-    return _load_checked(path, expected, name)
-
-
-def _load_checked(path: str, expected: tuple[int, int, int], name: str) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise PatchFileError(
-            f"row {name}: patch file {path} does not exist; re-run the export stage"
-        ) from None
-    except (OSError, ValueError) as err:
-        raise PatchFileError(
-            f"row {name}: patch file {path} is not a readable .npy ({err}); re-export it"
-        ) from None
-    if array.shape != expected:
-        raise PatchFileError(
-            f"row {name}: patch file {path} has shape {array.shape}, the index says {expected} "
-            "(num_channels, patch_size, patch_size); the index and the patches are out of step — re-export."
-        )
-    if not np.issubdtype(array.dtype, np.floating):
-        raise PatchFileError(f"row {name}: patch file {path} holds {array.dtype}, expected float32 °C")
-    return array.astype(np.float32, copy=False)
-
-
-class _NpyReader:
-    """Reads .npy patches of known shape without np.load's per-file header parsing.
-
-    One ``readv`` puts the header in a small buffer and the data straight into the caller's array; the
-    header is then compared byte for byte with the one numpy writes for a C-ordered float32 array of the
-    expected shape. Any difference (dtype, shape, order, numpy format version, length) falls back to the
-    checked ``np.load`` path, so speed never costs a check.
-    """
-
-    def __init__(self) -> None:
-        self._headers: dict[tuple[int, ...], bytes] = {}
-        self._heads: dict[int, bytearray] = {}
-        self._spare = bytearray(1)  # a byte past the expected end: a longer file is noticed
-
-    def _header(self, shape: tuple[int, ...]) -> bytes:
-        if shape not in self._headers:
-            buffer = io.BytesIO()
-            np.save(buffer, np.zeros(shape, dtype="<f4"))
-            self._headers[shape] = buffer.getvalue()[: -4 * math.prod(shape)]
-        return self._headers[shape]
-
-    def read_into(self, path: str, shape: tuple[int, int, int], name: str, out: np.ndarray) -> None:
-        """Fill ``out`` (float32, C-contiguous, ``shape``) with the patch at ``path``."""
-        header = self._header(shape)
-        head = self._heads.get(len(header))
-        if head is None:
-            head = self._heads[len(header)] = bytearray(len(header))
-        n_read = -1
-        if hasattr(os, "readv"):
-            try:
-                descriptor = os.open(path, os.O_RDONLY)
-            except OSError:
-                descriptor = None  # np.load below raises the error that names the row
-            if descriptor is not None:
-                try:
-                    n_read = os.readv(descriptor, [head, memoryview(out).cast("B"), self._spare])
-                finally:
-                    os.close(descriptor)
-        if n_read != len(header) + out.nbytes or head != header:
-            out[...] = _load_checked(path, shape, name)
-
-
 # --------------------------------------------------------------------------- the dataset
 class PatchDataset(Dataset):
     """Samples of one split of the patch index for ``temp_v1`` or ``eo_4band`` (see the module docstring).
@@ -359,9 +139,10 @@ class PatchDataset(Dataset):
     ``dataset.train_mask_fractions`` (drawn per sample) when that is set. ``mask_fraction`` and ``seed``
     override ``dataset.mask_fraction`` (and the training list) and ``seed`` (the evaluation stage scores
     several fractions). ``augment`` (train only) overrides ``dataset.enable_transform`` for the rot90/flip
-    done here; see :func:`augment_batch`. ``profile_density`` (profiles per (1°)² a month) makes every sample
-    observed by profiles at that density, whatever ``dataset.observations`` says (the evaluation's
-    profile levels); ``mask_fraction`` makes every sample a rectangles one. Give at most one of the two.
+    done here; see :func:`~depthdif.data.augment.augment_batch`. ``profile_density`` (profiles per (1°)² a
+    month) makes every sample observed by profiles at that density, whatever ``dataset.observations`` says
+    (the evaluation's profile levels); ``mask_fraction`` makes every sample a rectangles one. Give at most one
+    of the two.
     ``packed``: batches from ``__getitems__`` have bool ``valid_mask``/``land_mask`` and no ``x`` (see
     :func:`unpack_batch`); single samples (``__getitem__``) are always whole.
     """
@@ -418,11 +199,11 @@ class PatchDataset(Dataset):
 
         frame = self._select(index, config, split)
         self._set_rows(frame)
-        self._reader = _NpyReader()
+        self._reader = NpyReader()
         self._rng: np.random.Generator | None = None
         self._rng_owner: tuple[int, int] | None = None
         self._pools: dict[tuple[int, int, float], TorusMaskPool] = {}
-        self._speckle_bank: _SpeckleBank | None = None
+        self._speckle_bank: SpeckleBank | None = None
         self._scratch: dict[tuple[int, int, int], np.ndarray] = {}  # the raw patch being processed
 
     # ----- set-up
@@ -554,7 +335,7 @@ class PatchDataset(Dataset):
             out: (C, H, W) bool to write into, or None.
             raw: (C_export, H, W) °C, NaN = no data, not turned: the whole exported column (profiles may land
                 wherever any level is ocean). None: the target bands' ocean stands for it.
-            code: the rot90/flip of the sample (:func:`_dihedral`).
+            code: the rot90/flip of the sample (:func:`~depthdif.data.augment.dihedral`).
 
         Returns:
             (C, H, W) bool, True where observed (``out`` when given).
@@ -563,7 +344,7 @@ class PatchDataset(Dataset):
             if raw is None:
                 columns = ocean.any(axis=0)
             else:
-                columns = _dihedral(np.isfinite(raw).any(axis=0)[None], code)[0]
+                columns = dihedral(np.isfinite(raw).any(axis=0)[None], code)[0]
             if self.train:
                 rng = self._train_rng()
                 density = self.profile_densities[int(rng.integers(len(self.profile_densities)))]
@@ -765,14 +546,14 @@ class PatchDataset(Dataset):
             rng = rng if self.train else mask_rng(self.seed, self.keys[item], SURFACE_RNG_CHANNEL)
             spread = np.nanstd(fields, axis=(1, 2), keepdims=True) if np.isfinite(fields).any() else 0.0
             fields += (self.surface_noise * spread * rng.standard_normal(shape)).astype(np.float32)
-        np.copyto(out, _dihedral(fields, code) if code else fields)
+        np.copyto(out, dihedral(fields, code) if code else fields)
         np.nan_to_num(out, copy=False, nan=0.0)
 
     def _speckle(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         if self.mask_reuse <= 0 or not self.train:
             return speckle_factors(rng, shape)
         if self._speckle_bank is None:
-            self._speckle_bank = _SpeckleBank(rng, self.mask_reuse)
+            self._speckle_bank = SpeckleBank(rng, self.mask_reuse)
         return self._speckle_bank.take(rng, shape)
 
     def _first_guess(self, x, valid, land, eo) -> np.ndarray:
@@ -782,35 +563,6 @@ class PatchDataset(Dataset):
         if guess.shape != x.shape:
             raise PatchIndexError(f"first_guess_estimate returned shape {guess.shape}, expected {x.shape}")
         return np.where(land & np.isfinite(guess), guess, np.float32(0.0))
-
-
-def speckle_factors(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
-    """Multiplicative EO speckle: ``1 + 0.01 N(0, 1)`` clamped to [0.9, 1.1], float32."""
-    factors = rng.standard_normal(shape, dtype=np.float32)
-    factors *= EO_SPECKLE_STD
-    factors += 1.0
-    return np.clip(factors, *EO_SPECKLE_CLIP, out=factors)
-
-
-class _SpeckleBank:
-    """Pre-drawn speckle factors; a sample takes a slice at a random offset (16k normals cost more than the
-    rest of a sample). Each value is used about ``reuse`` times (in other pixels) before the bank is redrawn.
-    """
-
-    SIZE = 1 << 21  # 8 MB of float32
-
-    def __init__(self, rng: np.random.Generator, reuse: int):
-        self.reuse, self.values, self.taken = reuse, speckle_factors(rng, (self.SIZE,)), 0
-
-    def take(self, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-        n = math.prod(shape)
-        if n > self.SIZE // 4:
-            return speckle_factors(rng, shape)
-        if self.taken >= self.reuse * self.SIZE:
-            self.values, self.taken = speckle_factors(rng, (self.SIZE,)), 0
-        self.taken += n
-        start = int(rng.integers(self.SIZE - n + 1))
-        return self.values[start : start + n].reshape(shape)
 
 
 _NORM_SCALE = np.float32(temperature_normalize(1.0) - temperature_normalize(0.0))
@@ -843,7 +595,7 @@ def _normalize_into(celsius: np.ndarray, code: int, out: np.ndarray, ocean: np.n
     view is slower), then scaled in contiguous passes. NaN (no data) becomes 0 and False in the mask.
     """
     if code:
-        np.copyto(out, _dihedral(celsius, code))
+        np.copyto(out, dihedral(celsius, code))
         out *= _NORM_SCALE
     else:
         np.multiply(celsius, _NORM_SCALE, out=out)
@@ -851,25 +603,6 @@ def _normalize_into(celsius: np.ndarray, code: int, out: np.ndarray, ocean: np.n
     ocean = np.isfinite(out, out=ocean)
     np.copyto(out, np.float32(0.0), where=~ocean)
     return ocean
-
-
-def _dihedral(array: np.ndarray, code: int) -> np.ndarray:
-    """One of the 8 rot90/flip orientations of (C, H, W) over its last two axes (a view).
-
-    The masks are drawn after this (their distribution is rot90/flip-invariant: sides are i.i.d.), so data,
-    valid and land masks share the orientation. The patch-centre coordinates are not rotated with it: they
-    describe where the patch is, not its orientation.
-    """
-    if code & 4:
-        array = array.transpose(0, 2, 1)
-    if code & 2:
-        array = array[:, ::-1]
-    if code & 1:
-        array = array[:, :, ::-1]
-    return array
-
-
-AUGMENTED_KEYS = ("y", "x", "valid_mask", "land_mask", "eo", "surface", "first_guess")
 
 
 def unpack_batch(batch: dict[str, Any]) -> dict[str, Any]:
@@ -884,35 +617,3 @@ def unpack_batch(batch: dict[str, Any]) -> dict[str, Any]:
     batch["x"] = batch["y"] * batch["valid_mask"]
     return batch
 
-
-def augment_batch(batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Any]:
-    """Turn each sample of a collated batch by its own random rot90/flip, on the batch's device, in place.
-
-    The same orientation for a sample's data, observations, valid and land masks, EO and first guess (the
-    keys in ``AUGMENTED_KEYS``); ``coords`` keep the patch centre and ``date``/``info`` stay. The masks were
-    drawn before the turn, which gives the same distribution as drawing them after (the rectangle process
-    is rot90/flip-invariant). Codes mean what they mean in the dataset's own CPU augmentation.
-    """
-    y = batch["y"]
-    square = y.shape[-1] == y.shape[-2]
-    codes = torch.randint(8 if square else 4, (y.shape[0],), generator=generator)
-    for code in codes.unique().tolist():
-        if code == 0:
-            continue
-        chosen = (codes == code).nonzero().flatten().to(y.device)
-        for key in AUGMENTED_KEYS:
-            if key in batch:
-                tensor = batch[key]
-                tensor[chosen] = _dihedral_tensor(tensor[chosen], code)
-    return batch
-
-
-def _dihedral_tensor(tensor: torch.Tensor, code: int) -> torch.Tensor:
-    """:func:`_dihedral` for torch tensors (..., H, W), as a new tensor."""
-    if code & 4:
-        tensor = tensor.transpose(-1, -2)
-    if code & 2:
-        tensor = tensor.flip(-2)
-    if code & 1:
-        tensor = tensor.flip(-1)
-    return tensor.contiguous()

@@ -1,4 +1,4 @@
-"""The Lightning DataModule: train and val :class:`~depthdif.datasets.PatchDataset` from the split index.
+"""The Lightning DataModule: train and val :class:`~depthdif.data.dataset.PatchDataset` from the split index.
 
 ``split.mode: index`` (default) uses the ``split`` column written by the split stage, where whole geographic
 windows go to one side; ``split.mode: random`` re-draws a seeded random split of the rows with
@@ -18,16 +18,9 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader
 
-from depthdif.datasets import (
-    PatchDataset,
-    PatchIndexError,
-    augment_batch,
-    check_index_columns,
-    collate,
-    index_depths,
-    read_index,
-    unpack_batch,
-)
+from depthdif.data.augment import augment_batch
+from depthdif.data.dataset import PatchDataset, collate, unpack_batch
+from depthdif.data.index import PatchIndexError, check_index_columns, index_depths, read_index
 from depthdif.layout import data_layout_of
 
 logger = logging.getLogger(__name__)
@@ -141,8 +134,8 @@ class DepthDifDataModule(pl.LightningDataModule):
 
         The turn (``dataset.enable_transform``) is the slowest step of building a sample on a CPU (a strided
         copy of every band) and nearly free on a GPU; it is done on the packed batch (bool masks, no ``x``:
-        less to turn). :func:`~depthdif.datasets.unpack_batch` then makes ``x`` and the float masks, so the
-        loader writes, pins and copies 5 float planes a sample instead of 13. Validation, testing and
+        less to turn). :func:`~depthdif.data.dataset.unpack_batch` then makes ``x`` and the float masks, so
+        the loader writes, pins and copies 5 float planes a sample instead of 13. Validation, testing and
         prediction batches are never turned (and are not packed).
         """
         trainer = self.trainer

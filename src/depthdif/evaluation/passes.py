@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from depthdif.config import deep_merge
-from depthdif.normalization import temperature_denormalize
+from depthdif.data.normalization import temperature_denormalize
 
 OCCLUSION, PROFILES, CLEAN_SURFACE = "occlusion", "profiles", "clean_surface"
 FIGURE_FRACTION = 0.95  # the occlusion level of the example figures, the DDIM sweep and the clean-surface pass
@@ -173,9 +173,9 @@ def pass_dataset(eval_pass: EvalPass, rows: pd.DataFrame, config: Mapping, varia
         variant: ``temp_v1`` or ``eo_4band``.
 
     Returns:
-        A ``depthdif.datasets.PatchDataset``.
+        A ``depthdif.data.dataset.PatchDataset``.
     """
-    from depthdif.datasets import PatchDataset
+    from depthdif.data.dataset import PatchDataset
 
     seed = int(config["seed"])
     if eval_pass.kind == PROFILES:
@@ -216,7 +216,7 @@ def gather_items(dataset, batch_size: int, keep_batches: bool = True) -> EvalIte
     Returns:
         The dataset's :class:`EvalItems`, in the dataset's order.
     """
-    from depthdif.datasets import collate
+    from depthdif.data.dataset import collate
 
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0,
                                          collate_fn=collate)
@@ -275,7 +275,7 @@ def target_depths(index: pd.DataFrame, config: Mapping, variant: str) -> list[fl
     Returns:
         One depth per target band.
     """
-    from depthdif.datasets import index_depths
+    from depthdif.data.index import index_depths
 
     depths = list(index_depths(index))
     if variant == "temp_v1":

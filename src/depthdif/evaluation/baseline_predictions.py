@@ -1,7 +1,7 @@
 """The evaluation's baselines as a stage of their own: every method that is not the model, on every pass.
 
 Rules ``baselines_{variant}`` and ``baselines_real_{variant}`` (the real sample) run :func:`run_baselines`:
-it rebuilds the val items of every pass the evaluation scores (:mod:`depthdif.evaluate_passes`), runs mean
+it rebuilds the val items of every pass the evaluation scores (:mod:`depthdif.evaluation.passes`), runs mean
 fill, nearest, linear, IDW, biharmonic, OI (and ``eo_regression_oi`` for ``eo_4band``), climatology and DINEOF
 on them, and stores their predictions with a fingerprint of the items they saw. ``evaluate_{variant}`` reads
 the file (:class:`StoredBaselines`) instead of recomputing, so a change of a model setting reruns no baseline.
@@ -12,7 +12,7 @@ The file (``predictions.npz``, readable with ``np.load``) holds, per pass ``<key
 and method ``<name>``: ``<key>/<name>`` float32 (P, C, H, W) °C, NaN where the method gave nothing, and
 ``<key>/<name>/available`` bool (P, C), whether the method ran on that patch's band (else it is recorded
 as unavailable); and ``meta``, a JSON string: format version, variant, and per pass its kind, level,
-methods and fingerprint (:func:`depthdif.evaluate_passes.items_fingerprint`).
+methods and fingerprint (:func:`depthdif.evaluation.passes.items_fingerprint`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ from depthdif.baselines import (
     run_baseline,
 )
 from depthdif.errors import DepthDifError
-from depthdif.evaluate_passes import (
+from depthdif.evaluation.metrics import ScoreAccumulator
+from depthdif.evaluation.passes import (
     CLEAN_SURFACE,
     EvalItems,
     EvalPass,
@@ -53,7 +54,6 @@ from depthdif.evaluate_passes import (
     target_channels,
     target_depths,
 )
-from depthdif.metrics import ScoreAccumulator
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def read_val_selection(config: Mapping, index_csv: Path) -> tuple[pd.DataFrame, 
 
     Returns:
         ``(index, rows)``: the whole index (``attrs["origin"]`` = its path) and the val rows
-        (:func:`depthdif.evaluate_passes.select_val_rows`, ``attrs["index_dir"]`` = the index's folder).
+        (:func:`depthdif.evaluation.passes.select_val_rows`, ``attrs["index_dir"]`` = the index's folder).
 
     Raises:
         ValueError: the index has no val rows.

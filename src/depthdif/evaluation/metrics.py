@@ -19,7 +19,7 @@ distribution of variance sigma^2) the ensemble mean's squared error has expectat
 calibrated ensemble of any size (Fortin et al. 2014, J. Hydrometeor.).  < 1: over-confident; > 1:
 under-confident.
 
-All inputs must already be in °C (``depthdif.normalization.temperature_denormalize`` for z-scores).
+All inputs must already be in °C (``depthdif.data.normalization.temperature_denormalize`` for z-scores).
 """
 
 from __future__ import annotations
