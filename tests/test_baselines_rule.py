@@ -69,8 +69,8 @@ def test_stored_baselines_score_as_baselines_computed_in_place(tiny_year):
     # every file the evaluation writes is one of EvalFiles (the rule declares them all)
     assert {p.name for p in stored.iterdir()} == {files.metrics.name, files.summary.name, files.figures.name,
                                                  files.reconstruction.name, files.spectra.name,
-                                                 files.ddim_steps.name}
-    for name in (files.metrics.name, files.spectra.name, files.ddim_steps.name):
+                                                 files.ddim_steps.name, files.location_sums.name}
+    for name in (files.metrics.name, files.spectra.name, files.ddim_steps.name, files.location_sums.name):
         pd.testing.assert_frame_equal(pd.read_csv(stored / name), pd.read_csv(inline / name), check_exact=True)
     summary = json.loads(files.summary.read_text())
     assert without_seconds(summary) == without_seconds(json.loads((inline / files.summary.name).read_text()))
@@ -179,11 +179,12 @@ def test_each_rule_carries_its_stage_params_and_declares_every_output(tmp_path):
         assert baselines["output"] == [str(layout.baseline_predictions(variant))]
         files = layout.eval_files(variant)
         assert evaluate["output"] == sorted(str(p) for p in (files.metrics, files.summary, files.figures,
-                                                             files.reconstruction, files.spectra, files.ddim_steps))
+                                                             files.reconstruction, files.spectra, files.ddim_steps,
+                                                             files.location_sums))
         # the sim-to-real rules: the same stages on the real sample's split index, every output declared
         assert rules[f"baselines_real_{variant}"]["params"]["settings"] == baselines["params"]["settings"]
         assert rules[f"baselines_real_{variant}"]["output"] == [str(layout.real_baseline_predictions(variant))]
         real = layout.real_eval_files(variant)
         assert rules[f"evaluate_real_{variant}"]["output"] == sorted(
             str(p) for p in (real.metrics, real.summary, real.figures, real.reconstruction, real.spectra,
-                             real.ddim_steps))
+                             real.ddim_steps, real.location_sums))

@@ -252,7 +252,8 @@ def write_local_month(path: Path, month: int) -> Path:
 def local_source(local_dir: Path) -> dict:
     """Config change to the folder ``local_dir`` (32 x 32 cells: one 16 px tile per split window)."""
     source = {"kind": "local", "local_dir": str(local_dir), "years": [2010], "months": list(range(1, 13))}
-    return {"source": source, "export": {"workers": 1}, "split": {"window_tiles": 1}}
+    # the test files hold thetao only (write_cmems_month): no sea level to cut beside it
+    return {"source": source, "export": {"workers": 1, "surface_variables": []}, "split": {"window_tiles": 1}}
 
 
 def exported(workdir: Path) -> dict[str, np.ndarray]:
