@@ -7,6 +7,7 @@ import pkgutil
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -144,7 +145,8 @@ def test_a_lightning_checkpoint_is_named_as_such(tmp_path, capsys):
 
 def test_a_data_command_without_a_config_stops_before_writing(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for command in (["download"], ["export"], ["split"], ["train", "temp_v1"], ["evaluate", "eo_4band"]):
+    for command in (["download"], ["export"], ["split"], ["train", "temp_v1"], ["baselines", "temp_v1"],
+                    ["evaluate", "eo_4band"]):
         assert cli.main(command) == 2, command
         err = capsys.readouterr().err
         assert f"depthdif {command[0]}: error: no config" in err
@@ -199,3 +201,70 @@ def test_config_errors_are_depthdif_errors():
     with pytest.raises(DepthDifError):
         cli.parse_override("no-equals-sign")
     assert issubclass(ConfigError, ValueError)
+
+
+# ------------------------------------------------------------------------------------ baselines, evaluate
+TINY = REPO / "tests" / "configs" / "tiny.yaml"
+
+
+def tiny_run(root: Path) -> tuple[list[str], dict]:
+    """The command-line options of a tiny synthetic run writing under ``root``, and its config."""
+    from depthdif.config import load_config
+
+    sets = {"data_dir": str(root / "data"), "results_dir": str(root / "results")}
+    options = ["-c", str(TINY)] + [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
+    return options, load_config([TINY], sets)
+
+
+def test_baselines_and_evaluate_call_the_rules_functions_on_the_layouts_files(tmp_path, monkeypatch, capsys):
+    from depthdif.evaluation import baseline_predictions, protocol
+    from depthdif.layout import layout_of
+
+    calls = []
+    monkeypatch.setattr(baseline_predictions, "run_baselines",
+                        lambda *args, **kwargs: calls.append(("baselines", args, kwargs)) or args[3])
+    monkeypatch.setattr(protocol, "run_evaluation",
+                        lambda *args, **kwargs: calls.append(("evaluate", args, kwargs)) or args[3] / "metrics.csv")
+    options, config = tiny_run(tmp_path)
+    layout = layout_of(config)
+    stored = layout.baseline_predictions("eo_4band")  # the output of rule baselines_eo_4band (test_baselines_rule)
+
+    assert cli.main(["baselines", "eo_4band", *options]) == 0
+    assert calls.pop() == ("baselines", (config, "eo_4band", layout.split_index, stored), {})
+    assert capsys.readouterr().out.strip() == str(stored)
+
+    evaluated = (config, "eo_4band", layout.model_ckpt("eo_4band"), layout.eval_dir("eo_4band"))
+    assert cli.main(["evaluate", "eo_4band", *options]) == 0  # as before: the baselines computed in place
+    assert calls.pop() == ("evaluate", evaluated, {"index_csv": layout.split_index, "baselines": None})
+    assert cli.main(["evaluate", "eo_4band", "--baselines", *options]) == 0
+    assert calls.pop() == ("evaluate", evaluated, {"index_csv": layout.split_index, "baselines": stored})
+    other = tmp_path / "other.npz"
+    assert cli.main(["evaluate", "eo_4band", "--baselines", str(other), *options]) == 0
+    assert calls.pop() == ("evaluate", evaluated, {"index_csv": layout.split_index, "baselines": other})
+
+
+def test_evaluate_scores_the_stored_baselines_and_refuses_other_ones(tmp_path, capsys):
+    from test_evaluate import checkpoint
+
+    from depthdif.layout import layout_of
+
+    options, config = tiny_run(tmp_path)
+    layout = layout_of(config)
+    for command in (["download"], ["export"], ["split"], ["baselines", "temp_v1"]):
+        assert cli.main([*command, *options]) == 0, capsys.readouterr().err
+    assert layout.baseline_predictions("temp_v1").is_file()
+    checkpoint(config, "temp_v1", layout.model_ckpt("temp_v1"))  # untrained, on a first guess fitted here
+    capsys.readouterr()
+
+    assert cli.main(["evaluate", "temp_v1", "--baselines", *options]) == 0, capsys.readouterr().err
+    metrics = layout.eval_metrics("temp_v1")
+    assert capsys.readouterr().out.strip() == str(metrics)
+    assert {"oi", "idw", "climatology"} <= set(pd.read_csv(metrics)["method"])
+
+    # other observations than the stored predictions saw: refused, nothing written
+    metrics.unlink()
+    assert cli.main(["evaluate", "temp_v1", "--baselines", *options, "--set", "evaluate.mask_fractions=[0.5]"]) == 1
+    err = capsys.readouterr().err
+    assert "depthdif evaluate: error: baselines file" in err and "does not match this evaluation" in err
+    assert "`depthdif baselines temp_v1`" in err and "Traceback" not in err
+    assert not metrics.exists()

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+
+from depthdif.layout import ALL_VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "tiny.yaml"
@@ -175,3 +178,54 @@ def test_a_moved_checkout_keeps_the_sim_to_real_params_and_inputs(tmp_path):
     inputs = before[0]["inputs"]
     assert len(inputs) == 2 and all((moved / name).is_file() for name in inputs)
     assert before[0]["params"]["settings"]["evaluate"]["real_sample_dir"] == "tests/data/glorys12_nwmexico"
+
+
+# ------------------------------------------------------------------------------------ the SLURM profile
+RESOURCES_PROBE = """include: {snakefile!r}
+
+import json as _json
+
+for _rule in workflow.rules:
+    print("PROBE", _json.dumps({{"rule": _rule.name, "resources": sorted(_rule.resources)}}))
+"""
+GPU_KEYS = ("gpu", "gpu_model", "cpus_per_gpu")  # what makes a SLURM job a GPU job (tests/test_slurm.py drops them)
+
+
+def model_rules() -> set[str]:
+    """The rules that run the model: training, evaluation, evaluation on the real sample, of every variant."""
+    return {f"{stage}_{variant}" for stage in ("train", "evaluate", "evaluate_real") for variant in ALL_VARIANTS}
+
+
+def test_the_slurm_profile_gives_a_gpu_to_every_rule_running_the_model_and_to_no_other(tmp_path):
+    listed = snakemake(tmp_path, "--list-rules")
+    assert listed.returncode == 0, listed.stderr
+    # one rule a line, its docstring (if any) after it and on indented lines
+    names = {line.split()[0] for line in listed.stdout.splitlines() if line and not line[0].isspace()}
+    models = model_rules()
+    assert models <= names and {"baselines_temp_v1", "baselines_real_eo_4band", "export_real_month"} <= names
+
+    profile = yaml.safe_load((REPO / "profiles" / "slurm" / "config.yaml").read_text())
+    per_rule = profile["set-resources"]
+    assert set(per_rule) <= names, f"set-resources names no rule of the DAG: {sorted(set(per_rule) - names)}"
+    assert not set(GPU_KEYS) & set(profile["default-resources"])
+    asks_gpu = {rule for rule, resources in per_rule.items() if int(resources.get("gpu", 0)) >= 1}
+    assert asks_gpu == models
+    for rule in names - models:
+        assert not set(GPU_KEYS) & set(per_rule.get(rule, {})), rule
+    # the real sample's evaluation is sized like the main one; the baselines are CPU jobs on the CPU partition
+    for variant in ("temp_v1", "eo_4band"):
+        assert per_rule[f"evaluate_real_{variant}"] == per_rule[f"evaluate_{variant}"]
+        for rule in (f"baselines_{variant}", f"baselines_real_{variant}"):
+            assert per_rule[rule]["slurm_partition"] == profile["default-resources"]["slurm_partition"]
+
+    # the rules themselves: the model rules request train.devices GPUs on a GPU config (train_gpus()), no other
+    probe = tmp_path / "probe.smk"
+    probe.write_text(RESOURCES_PROBE.format(snakefile=str(REPO / "Snakefile")))
+    result = subprocess.run([*SNAKEMAKE, "-s", str(probe), "--directory", str(tmp_path), "--configfile",
+                             str(REPO / "config" / "config.yaml"), str(TINY), "-n", "--cores", "1", "split"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    declared = {entry["rule"]: set(entry["resources"]) for entry in
+                (json.loads(line.split(" ", 1)[1]) for line in result.stdout.splitlines() if line.startswith("PROBE "))}
+    assert set(declared) == names
+    assert {rule for rule, resources in declared.items() if "gpu" in resources} == models

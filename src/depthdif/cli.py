@@ -20,6 +20,7 @@ import yaml
 from depthdif import __version__
 from depthdif.config import ConfigError, deep_merge, load_config
 from depthdif.errors import DepthDifError
+from depthdif.layout import ALL_VARIANTS
 from depthdif.logs import UNCAUGHT_LOGGER, setup_logging
 
 log = logging.getLogger("depthdif")
@@ -27,9 +28,10 @@ DEFAULT_CONFIG = Path("config/config.yaml")
 EXIT_ERROR = 1  # a DepthDifError or OSError: the message says what to change
 EXIT_CONFIG = 2  # a ConfigError; argparse uses 2 for a wrong command line too
 EXIT_BUG = 70  # any other exception: a bug in DepthDif
+STORED_BASELINES = object()  # `depthdif evaluate --baselines` without a file: the one `depthdif baselines` writes
 # commands that read or write the data and results folders: they never run on the schema's defaults by
 # accident (those differ from config/config.yaml, e.g. dataset.temp_v1_band 0 vs 3)
-DATA_COMMANDS = ("download", "export", "split", "train", "evaluate")
+DATA_COMMANDS = ("download", "export", "split", "train", "baselines", "evaluate")
 
 
 def parse_override(text: str) -> dict:
@@ -109,13 +111,24 @@ def cmd_train(config: dict, args: argparse.Namespace) -> None:
     print(run_training(config, args.variant, layout_of(config).variant_dir(args.variant)))
 
 
+def cmd_baselines(config: dict, args: argparse.Namespace) -> None:
+    from depthdif.evaluation.baseline_predictions import run_baselines
+    from depthdif.layout import layout_of
+
+    # the input and output of rule baselines_<variant>
+    layout = layout_of(config)
+    print(run_baselines(config, args.variant, layout.split_index, layout.baseline_predictions(args.variant)))
+
+
 def cmd_evaluate(config: dict, args: argparse.Namespace) -> None:
     from depthdif.evaluation.protocol import run_evaluation
     from depthdif.layout import layout_of
 
     layout = layout_of(config)
+    # --baselines alone: the file `depthdif baselines` (rule baselines_<variant>) writes; none: computed in place
+    baselines = layout.baseline_predictions(args.variant) if args.baselines is STORED_BASELINES else args.baselines
     print(run_evaluation(config, args.variant, layout.model_ckpt(args.variant), layout.eval_dir(args.variant),
-                         index_csv=layout.split_index))
+                         index_csv=layout.split_index, baselines=baselines))
 
 
 def cmd_reconstruct(config: None, args: argparse.Namespace) -> None:
@@ -214,11 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=positive_int, help="parallel processes (default: export.workers)"
     )
     add("split", cmd_split, "assign geographic windows to train/val")
+    parsers = {}
     for name, func, text in (
         ("train", cmd_train, "train the diffusion model of one variant"),
+        ("baselines", cmd_baselines, "run every baseline on the evaluation's val passes and store their "
+                                     "predictions ({results_dir}/<variant>/eval/baselines/predictions.npz)"),
         ("evaluate", cmd_evaluate, "score the model and the baselines on the val split"),
     ):
-        add(name, func, text).add_argument("variant", choices=["temp_v1", "eo_4band"])
+        parsers[name] = add(name, func, text)
+        parsers[name].add_argument("variant", choices=list(ALL_VARIANTS))
+    parsers["evaluate"].add_argument(
+        "--baselines", nargs="?", type=Path, const=STORED_BASELINES, metavar="FILE",
+        help="score the baselines from the predictions `depthdif baselines` stored (give it after the variant; "
+             "without FILE: the file `depthdif baselines <variant>` writes, "
+             "{results_dir}/<variant>/eval/baselines/predictions.npz); a file computed from other val observations "
+             "is refused. Default: compute them here",
+    )
     # no -c/--set: the model's settings (network, bands, depths, first guess) are those stored in model.ckpt,
     # and the sampling options below are the only ones a run chooses
     rec = add("reconstruct", cmd_reconstruct, "apply a trained model to sparse observations (gridded or profiles)",

@@ -208,7 +208,14 @@ def _check_in_month(dates: Mapping[str, int], year: int, month: int, raw_dir: Pa
 
 
 def months_by_tag(dates: Mapping[str, int]) -> dict[str, dict[str, int]]:
-    """``{YYYYMM: {name: date}}``: files grouped by the month of their own date, in time order."""
+    """Files grouped by the month of their own date, in time order.
+
+    Args:
+        dates: ``{file name: YYYYMMDD}``.
+
+    Returns:
+        ``{YYYYMM: {name: date}}``, months and the files in each in time order (then by name).
+    """
     grouped: dict[str, dict[str, int]] = {}
     for name, date in sorted(dates.items(), key=lambda item: (item[1], item[0])):
         grouped.setdefault(month_tag(date // 10000, date // 100 % 100), {})[name] = date
@@ -256,6 +263,17 @@ def generate_synthetic(config: Mapping, raw_dir: Path, months: Iterable[tuple[in
     """Write one synthetic month per (year, month); months already on disk are kept.
 
     The synthetic writer is atomic, so a file under its final name is complete and a rerun resumes.
+
+    Args:
+        config: a validated config (``depthdif.sources.synthetic.write_synthetic_month`` reads it).
+        raw_dir: the folder of the monthly files.
+        months: ``(year, month)`` pairs to write.
+
+    Returns:
+        ``{file name: YYYYMMDD}`` of every requested month, written now or kept.
+
+    Raises:
+        DownloadError: the synthetic writer returned without creating its file (a bug).
     """
     # looked up at call time (not imported at the top): the module is optional for the other sources and
     # tests replace it in sys.modules
@@ -278,7 +296,15 @@ def generate_synthetic(config: Mapping, raw_dir: Path, months: Iterable[tuple[in
 
 
 def sha256_of(path: Path, progress: tqdm | None = None) -> str:
-    """SHA-256 of a file read in chunks (real months are GBs; never read one into memory)."""
+    """SHA-256 of a file read in chunks (real months are GBs; never read one into memory).
+
+    Args:
+        path: the file.
+        progress: a tqdm bar advanced by the bytes read, or None.
+
+    Returns:
+        The hex digest (64 characters).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(HASH_CHUNK_BYTES):
@@ -344,6 +370,14 @@ def file_digests(
 
 def manifest_frame(raw_dir: Path, dates: Mapping[str, int], cache_path: Path | None = None) -> pd.DataFrame:
     """The manifest rows (file, bytes, sha256, date) of files in ``raw_dir``, sorted by file.
+
+    Args:
+        raw_dir: the folder of the files.
+        dates: ``{file name: YYYYMMDD}`` of the files to list.
+        cache_path: a digest cache (see ``file_digests``); None hashes every file.
+
+    Returns:
+        One row per file: ``file`` (name relative to ``raw_dir``), ``bytes``, ``sha256``, ``date`` (YYYYMMDD).
 
     Raises:
         DownloadError: ``dates`` is empty, or a file is missing from ``raw_dir``.
@@ -457,11 +491,19 @@ def _log_unlisted(raw_dir: Path, names: Collection[str]) -> None:
 
 
 def write_manifest(raw_dir: Path, dates: Mapping[str, int]) -> Path:
-    """Write ``raw/manifest.csv`` of ``dates`` in one go (no parts, no digest cache); return its path.
+    """Write ``raw/manifest.csv`` of ``dates`` in one go (no parts, no digest cache).
 
     For files placed by other means (tests, tools); the stage writes months' parts and gathers them.
 
+    Args:
+        raw_dir: the folder of the files; the manifest is written into it.
+        dates: ``{file name: YYYYMMDD}`` of the files to list.
+
+    Returns:
+        The path of ``raw_dir/manifest.csv``.
+
     Raises:
+
         DownloadError: as ``manifest_frame``.
     """
     frame = manifest_frame(raw_dir, dates)

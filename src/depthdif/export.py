@@ -124,7 +124,17 @@ class ExportFieldError(ExportError, FieldFileError):
 
 @dataclass(frozen=True)
 class ExportSettings:
-    """The export section of the config, in the form the workers need."""
+    """The export section of the config, in the form the workers need.
+
+    Args:
+        variable: the temperature variable to cut (export.variable).
+        depth_indices: indices along its depth axis, in channel order (export.depth_indices).
+        patch_size: tile side, px.
+        stride: step between tile origins, px.
+        max_nodata_fraction: tiles with a larger share of no-data pixels (land) are not kept.
+        fill_values: values (the files' units) that mean no data (export.fill_values).
+        surface_variables: 2-D surface variables exported beside each tile (export.surface_variables).
+    """
 
     variable: str
     depth_indices: tuple[int, ...]
@@ -136,11 +146,26 @@ class ExportSettings:
 
     @classmethod
     def from_config(cls, config: Mapping) -> ExportSettings:
+        """From a validated config.
+
+        Args:
+            config: a config with an ``export`` section.
+
+        Returns:
+            The settings of ``config["export"]``.
+        """
         return cls.from_section(config["export"])
 
     @classmethod
     def from_section(cls, export: Mapping) -> ExportSettings:
-        """From ``config["export"]`` (or ``export_params`` of it)."""
+        """From ``config["export"]`` (or ``export_params`` of it).
+
+        Args:
+            export: ``config["export"]`` or ``export_params`` of it.
+
+        Returns:
+            The settings, numbers converted to int/float and lists to tuples.
+        """
         return cls(
             variable=str(export["variable"]),
             depth_indices=tuple(int(i) for i in export["depth_indices"]),
@@ -154,7 +179,14 @@ class ExportSettings:
 
 @dataclass(frozen=True)
 class FileJob:
-    """One manifest entry: where the file is, its name in the manifest, its date, its sample-id prefix."""
+    """One manifest entry: where the file is, its name in the manifest, its date, its sample-id prefix.
+
+    Args:
+        path: the file on disk.
+        source_file: its name in the manifest (relative to the manifest's folder).
+        date: its date, YYYYMMDD.
+        id_prefix: the start of its patches' ``sample_id`` (``<id_prefix>_<y0>_<x0>``).
+    """
 
     path: Path
     source_file: str
@@ -164,7 +196,16 @@ class FileJob:
 
 @dataclass(frozen=True)
 class LevelStack:
-    """The requested levels of one file: data (C, H, W) float32 plus the coordinates of its axes."""
+    """The requested levels of one file: data (C, H, W) float32 plus the coordinates of its axes.
+
+    Args:
+        data: (C, H, W) float32, °C for a temperature variable (converted from the file's units), else the
+            variable's own units; NaN = no data (land).
+        latitude: (H,) degrees north.
+        longitude: (W,) degrees east.
+        depth_values: (C,) depth of each level, m.
+        units: the temperature units of ``data`` (as written to the index).
+    """
 
     data: np.ndarray
     latitude: np.ndarray
@@ -175,7 +216,14 @@ class LevelStack:
 
 @dataclass(frozen=True)
 class SurfaceField:
-    """One 2-D surface variable of one file: data (H, W) float32 in the variable's own units, NaN = no data."""
+    """One 2-D surface variable of one file: data (H, W) float32 in the variable's own units, NaN = no data.
+
+    Args:
+        data: (H, W) float32, the variable's own units (not converted), NaN = no data.
+        latitude: (H,) degrees north.
+        longitude: (W,) degrees east.
+        units: the variable's ``units`` attribute.
+    """
 
     data: np.ndarray
     latitude: np.ndarray
@@ -185,7 +233,14 @@ class SurfaceField:
 
 @dataclass(frozen=True)
 class FileGrid:
-    """The axes of one exported file, as the checks across months need them (saved per month)."""
+    """The axes of one exported file, as the checks across months need them (saved per month).
+
+    Args:
+        job: the file's manifest entry.
+        latitude: (H,) degrees north.
+        longitude: (W,) degrees east.
+        depth_values: (C,) depth of each exported level, m.
+    """
 
     job: FileJob
     latitude: np.ndarray
@@ -195,7 +250,17 @@ class FileGrid:
 
 @dataclass(frozen=True)
 class FileResult:
-    """What a worker reports back for one file (the parent does the logging: workers are processes)."""
+    """What a worker reports back for one file (the parent does the logging: workers are processes).
+
+    Args:
+        job: the file's manifest entry.
+        rows: one index row (the index's COLUMNS) per kept tile.
+        n_tiles: tiles cut from the file, kept or not.
+        n_all_land: tiles dropped because every pixel is land.
+        depth_values: (C,) depth of each exported level, m.
+        latitude: (H,) degrees north.
+        longitude: (W,) degrees east.
+    """
 
     job: FileJob
     rows: list[dict]
@@ -210,7 +275,14 @@ class FileResult:
 
 
 def export_params(export: Mapping) -> dict:
-    """What a month's export reads of ``config["export"]``: the params of the rule ``export_month``."""
+    """What a month's export reads of ``config["export"]``: the params of the rule ``export_month``.
+
+    Args:
+        export: ``config["export"]``.
+
+    Returns:
+        Its keys of ``SETTINGS_KEYS``, values as the config has them.
+    """
     return {key: export[key] for key in SETTINGS_KEYS}
 
 
@@ -439,7 +511,20 @@ def read_surface(
 def read_surfaces(
     path: Path, variables: Sequence[str], grid_variable: str, fill_values: tuple[float, ...] = ()
 ) -> list[SurfaceField]:
-    """``read_surface`` of each of ``variables``, opening the file once."""
+    """``read_surface`` of each of ``variables``, opening the file once.
+
+    Args:
+        path: the NetCDF file.
+        variables: the surface variables (export.surface_variables).
+        grid_variable: the variable whose latitude/longitude the surfaces must be on (export.variable).
+        fill_values: values (in each variable's units) that mean no data (export.fill_values).
+
+    Returns:
+        One (H, W) float32 field per variable, in order, in its own units.
+
+    Raises:
+        ExportError, ExportFieldError: as ``read_surface``.
+    """
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"{path}: listed in the manifest but missing; rerun the download stage")
@@ -568,7 +653,24 @@ def _join(values) -> str:
 
 def export_file(job: FileJob, settings: ExportSettings, out_dir: Path) -> FileResult:
     """Read one file, write its kept tiles as .npy under ``out_dir/y_npy`` (and their surface fields under
-    ``out_dir/surface_npy``), return their index rows."""
+    ``out_dir/surface_npy``), return their index rows.
+
+    A tile is kept when its share of no-data pixels (of any requested level) is at most
+    ``settings.max_nodata_fraction`` and below 1.
+
+    Args:
+        job: the file's manifest entry.
+        settings: the export settings.
+        out_dir: the patches folder.
+
+    Returns:
+        The file's index rows (``split`` unassigned), tile counts and axes. Each tile is a
+        (C, patch_size, patch_size) float32 .npy (°C for a temperature variable), NaN on land; a surface tile is (S, patch_size,
+        patch_size) float32 in the variables' own units.
+
+    Raises:
+        ExportError: as ``read_levels`` and ``read_surfaces``, or the grid is smaller than one tile.
+    """
     stack = read_levels(job.path, settings.variable, settings.depth_indices, settings.fill_values)
     size = settings.patch_size
     try:
@@ -818,7 +920,14 @@ def _save_grids(results: Sequence[FileResult], path: Path) -> None:
 def load_grids(path: Path) -> list[FileGrid]:
     """The axes of each file of a month's export (``write_month_part``).
 
+    Args:
+        path: the month's ``.grid.npz`` (``RunLayout.month_grid``).
+
+    Returns:
+        One grid per file of the month, in the order the part lists them (``job.id_prefix`` empty).
+
     Raises:
+
         ExportError: the file is missing or not one ``write_month_part`` wrote.
     """
     try:

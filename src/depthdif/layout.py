@@ -5,7 +5,7 @@ A ``RunLayout`` is built from a validated config (``data_dir``, ``results_dir``)
 relative to the working directory exactly as the config writes them (never resolved to absolute paths: a
 Snakemake param holding the checkout's absolute path would rerun jobs when the checkout moves).
 
-The contract files (``../shared`` design card, README "Files") keep their names:
+The contract files (README "Files") keep their names:
 
     {data_dir}/raw/manifest.csv                         download (file, bytes, sha256, date)
     {data_dir}/patches/patch_index_with_paths.csv       export

@@ -47,29 +47,69 @@ class SplitError(DepthDifError, ValueError):
 
 @dataclass(frozen=True)
 class BlockGrid:
-    """Square pixel blocks of ``size`` px; the last block index per axis absorbs the tail of the grid."""
+    """Square pixel blocks of ``size`` px; the last block index per axis absorbs the tail of the grid.
+
+    Args:
+        size: block side, px (``split.window_tiles * export.stride``).
+        last_y: the last block row (it also covers the rows past its end).
+        last_x: the last block column (it also covers the columns past its end).
+    """
 
     size: int
     last_y: int
     last_x: int
 
     def span(self, start: int, length: int, last: int) -> range:
-        """Block indices covered by pixels [start, start + length) along one axis."""
+        """Block indices covered by pixels [start, start + length) along one axis.
+
+        Args:
+            start: first pixel, px.
+            length: number of pixels, px (at least 1).
+            last: the last block index of the axis (``last_y`` or ``last_x``).
+
+        Returns:
+            The block indices, in order, at most ``last``.
+        """
         first = min(start // self.size, last)
         end = min((start + length - 1) // self.size, last)
         return range(first, end + 1)
 
     def blocks_of_tile(self, y0: int, x0: int, patch: int) -> list[tuple[int, int]]:
+        """Every block a tile touches.
+
+        Args:
+            y0: the tile's first row, px.
+            x0: the tile's first column, px.
+            patch: the tile's side, px.
+
+        Returns:
+            ``(block row, block column)`` of each block the tile covers, row-major.
+        """
         rows = self.span(y0, patch, self.last_y)
         cols = self.span(x0, patch, self.last_x)
         return list(itertools.product(rows, cols))
 
 
 def split_index(config: dict, index_csv: Path, out_csv: Path | None = None) -> Path:
-    """Write the index with ``split`` (train/val) and ``window_id`` filled; return its path.
+    """Stage entry point of rule ``split`` (and `depthdif split`): the index with ``split`` and ``window_id``.
 
-    ``out_csv`` defaults to ``patch_index_split.csv`` beside ``index_csv``. Rows in buffer blocks or
-    straddling blocks of different splits are dropped (and counted in the log).
+    Rows in buffer blocks or straddling blocks of different splits are dropped (and counted in the log); the
+    other rows keep their order and text, so the same inputs and seed give a byte-identical file.
+
+    Args:
+        config: a validated config (reads ``split.window_tiles``, ``split.val_fraction``, ``split.seed``,
+            ``split.buffer_windows`` and ``export.stride``).
+        index_csv: the export's index (``patch_index_with_paths.csv``).
+        out_csv: the split index to write, atomically; default ``patch_index_split.csv`` beside
+            ``index_csv``.
+
+    Returns:
+        ``out_csv``: the index's columns with ``split`` (``train``/``val``) and ``window_id`` (``w<wy>_<wx>``)
+        filled.
+
+    Raises:
+        SplitError: the index is missing, unreadable, lacks a column, is empty, lists a sample twice or mixes
+            patch sizes; the patches fall in fewer than 2 windows; or no train or no val patch is left.
     """
     index_csv = Path(index_csv)
     out_csv = Path(out_csv) if out_csv is not None else index_csv.parent / SPLIT_NAME
@@ -118,7 +158,20 @@ def split_index(config: dict, index_csv: Path, out_csv: Path | None = None) -> P
 def choose_val_windows(
     windows: list[tuple[int, int]], val_fraction: float, seed: int, origin: Path | str = "index"
 ) -> set[tuple[int, int]]:
-    """Seeded choice of round(val_fraction * n) windows (at least 1, at most n - 1) for val."""
+    """Seeded choice of round(val_fraction * n) windows (at least 1, at most n - 1) for val.
+
+    Args:
+        windows: the ``(wy, wx)`` blocks that hold patches, sorted.
+        val_fraction: share of the windows for val (``split.val_fraction``).
+        seed: ``numpy.random.default_rng`` seed (``split.seed``).
+        origin: the index the windows come from, for the error message.
+
+    Returns:
+        The val windows.
+
+    Raises:
+        SplitError: fewer than 2 windows.
+    """
     n = len(windows)
     if n < 2:
         raise SplitError(
@@ -131,7 +184,17 @@ def choose_val_windows(
 
 
 def buffer_windows(val: set[tuple[int, int]], rings: int, grid: BlockGrid) -> set[tuple[int, int]]:
-    """Blocks within ``rings`` blocks (Chebyshev distance) of a val block that are not val themselves."""
+    """Blocks within ``rings`` blocks (Chebyshev distance) of a val block that are not val themselves.
+
+    Args:
+        val: the val blocks ``(wy, wx)``.
+        rings: ``split.buffer_windows``; 0 or less leaves no buffer.
+        grid: the block grid (blocks past its last row/column are not returned).
+
+    Returns:
+        The buffer blocks ``(wy, wx)``.
+    """
+
     if rings <= 0:
         return set()
     buffer = set()

@@ -46,7 +46,15 @@ def warmup_ema(decay: float):
     steps) the fixed 0.995 average still carried the first, untrained weights; at step 200 (eo_4band,
     before the model worked in anomaly units) its val/loss was 0.056 against 0.0085 for the raw weights
     and its DDIM val RMSE 3.0 °C against 1.2 °C. With the warm-up the average follows the fast early
-    progress and only smooths later.
+    progress and only smooths later. The warm-up is that of TensorFlow's ``ExponentialMovingAverage``
+    (``num_updates``).
+
+    Args:
+        decay: the decay the warm-up tends to (``train.ema_decay``), e.g. 0.995.
+
+    Returns:
+        ``avg_fn(averaged, current, num_averaged) -> averaged`` for ``torch.optim.swa_utils.AveragedModel``
+        (each a parameter tensor of any shape; ``num_averaged`` a scalar tensor, the updates so far).
     """
 
     def average(averaged: torch.Tensor, current: torch.Tensor, num_averaged: torch.Tensor) -> torch.Tensor:
@@ -66,15 +74,26 @@ class DepthDifEMA(WeightAveraging):
     ModelCheckpoint then writes that into last.ckpt as the *raw* state, so a run resumed with a larger
     train.max_steps would continue from the average instead of the optimiser's weights.
     ``run_training`` reads the average from :meth:`averaged_state_dict` instead.
+
+    Args:
+        decay: the EMA decay after the warm-up (``train.ema_decay``), see :func:`warmup_ema`.
     """
 
     def __init__(self, decay: float):
         super().__init__(use_buffers=True, avg_fn=warmup_ema(decay))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        pass
+        """Lightning hook: leave the raw weights in the module (the parent would copy the average over them)."""
 
     def averaged_state_dict(self) -> dict[str, torch.Tensor]:
+        """The EMA weights (and buffers) of the module.
+
+        Returns:
+            A state dict of the averaged module, keys as ``DepthDifModule.state_dict()``.
+
+        Raises:
+            RuntimeError: no average yet (called before ``trainer.fit``).
+        """
         if self._average_model is None:
             raise RuntimeError("the EMA callback has no average yet: call it only after trainer.fit")
         return self._average_model.module.state_dict()
@@ -107,6 +126,12 @@ def training_depths(datamodule: pl.LightningDataModule) -> tuple[float, ...] | N
 
     A datamodule without a patch index (tests' in-memory ones) gives a model that cannot be applied to
     observation files, since nothing says which levels its bands are; this is logged.
+
+    Args:
+        datamodule: the training datamodule (set up for ``fit`` here when it has ``depth_values_m``).
+
+    Returns:
+        (C,) depth of each exported channel, m; None when the datamodule has no patch index.
     """
     if hasattr(datamodule, "depth_values_m"):
         datamodule.setup("fit")  # reads the index; Lightning's own setup call then does nothing
@@ -118,6 +143,16 @@ def training_depths(datamodule: pl.LightningDataModule) -> tuple[float, ...] | N
 
 
 def default_datamodule(config: Mapping, variant: str, index_csv: Path | None = None) -> pl.LightningDataModule:
+    """The patch datamodule of a run (:class:`depthdif.data.datamodule.DepthDifDataModule`).
+
+    Args:
+        config: the validated run config.
+        variant: ``temp_v1`` or ``eo_4band``.
+        index_csv: the split index; default ``{data_dir}/patches/patch_index_split.csv``.
+
+    Returns:
+        The datamodule (not set up yet).
+    """
     # imported here: the data side is heavy and tests inject their own datamodule
     from depthdif.data.datamodule import DepthDifDataModule
 
@@ -131,6 +166,14 @@ def checkpoint_callbacks(checkpoint_dir: Path, every_n_steps: int) -> list[Model
     every-N-steps save runs before validation at the same step, and a run resumed from that file would
     not know the best file written just after it (it would stay on disk forever and the best score
     would be stale). Both write the same name, so the version counter (last-v1.ckpt) is off.
+
+    Args:
+        checkpoint_dir: ``{out_dir}/train/checkpoints``.
+        every_n_steps: ``train.checkpoint_every_n_steps``.
+
+    Returns:
+        The two callbacks: every-N-steps ``last.ckpt``, and ``best-step<NNNNNN>.ckpt`` on the lowest
+        ``val/rmse_c`` (°C).
     """
     last = ModelCheckpoint(
         dirpath=checkpoint_dir,
@@ -153,7 +196,14 @@ def checkpoint_callbacks(checkpoint_dir: Path, every_n_steps: int) -> list[Model
 
 
 def resumable_checkpoint(path: Path) -> Path | None:
-    """``path`` if it exists and is readable; a truncated file (killed while writing) is set aside."""
+    """``path`` if it exists and is readable; a truncated file (killed while writing) is set aside.
+
+    Args:
+        path: ``train/checkpoints/last.ckpt``.
+
+    Returns:
+        ``path``, or None when it is missing or unreadable (then renamed to ``last.ckpt.broken``).
+    """
     if not path.is_file():
         return None
     try:
@@ -167,6 +217,20 @@ def resumable_checkpoint(path: Path) -> Path | None:
 
 
 def make_trainer(config: Mapping, out_dir: Path, callbacks: Sequence[Callback] = ()) -> pl.Trainer:
+    """The Lightning trainer of a run, configured from ``config["train"]``.
+
+    Validation runs every ``train.val_every_n_steps`` steps on about ``train.val_samples`` patches, on the EMA
+    weights (:class:`DepthDifEMA`); logs go to ``{out_dir}/train/csv_logs``, checkpoints to
+    ``{out_dir}/train/checkpoints`` (:func:`checkpoint_callbacks`).
+
+    Args:
+        config: the validated run config (``train`` and ``loader.batch_size``).
+        out_dir: the variant's folder (``results/<variant>``).
+        callbacks: extra callbacks (tests).
+
+    Returns:
+        The trainer.
+    """
     tc, batch_size = config["train"], config["loader"]["batch_size"]
     train_dir = out_dir / "train"
     return pl.Trainer(
@@ -201,6 +265,12 @@ def cluster_plugins(tc: Mapping) -> list:
     The Snakemake SLURM executor runs a job as one `srun` task; Lightning's SLURM detection would then
     demand ntasks == devices and refuse. With LightningEnvironment it launches `devices` processes itself.
     Multi-node runs keep Lightning's SLURMEnvironment (one srun task per device, see docs/hpc.md).
+
+    Args:
+        tc: ``config["train"]`` (``num_nodes``).
+
+    Returns:
+        ``[LightningEnvironment()]`` inside a one-node SLURM job, else ``[]``.
     """
     if "SLURM_JOB_ID" in os.environ and int(tc["num_nodes"]) == 1:
         from lightning.pytorch.plugins.environments import LightningEnvironment
@@ -213,6 +283,13 @@ def merge_metrics(csv_log_root: Path, target: Path) -> pd.DataFrame:
     """One row per step from every ``version_*/metrics.csv`` (Lightning writes train and val rows apart).
 
     Versions are read in order, so where a resumed run re-logged a step its values win.
+
+    Args:
+        csv_log_root: ``train/csv_logs``, Lightning's CSVLogger folder.
+        target: the merged CSV to write, atomically (``train/metrics.csv``).
+
+    Returns:
+        The merged table, one row per ``step`` (a ``step`` column alone when nothing was logged).
     """
     files = sorted(csv_log_root.glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[-1]))
     frames = [pd.read_csv(f) for f in files if f.stat().st_size > 0]
@@ -226,7 +303,18 @@ def merge_metrics(csv_log_root: Path, target: Path) -> pd.DataFrame:
 
 def training_batches(datamodule: pl.LightningDataModule, batch_size: int, seed: int):
     """Training batches as the module sees them (unpacked, surface field degraded as in training), in an order
-    fixed by ``seed`` so that every DDP rank fits the same statistics."""
+    fixed by ``seed`` so that every DDP rank fits the same statistics.
+
+    Args:
+        datamodule: the training datamodule (set up for ``fit`` here).
+        batch_size: patches per batch.
+        seed: the shuffling seed.
+
+    Yields:
+        Unpacked batches of the batch contract (:mod:`depthdif.data.dataset`): ``y``, ``x``, ``valid_mask``,
+        ``land_mask`` (B, C, H, W) float32, temperatures in z-scores of Kelvin, and for eo_4band ``eo``,
+        ``eo_available``, ``surface``; in the loader's own order for a datamodule without a ``train_set``.
+    """
     from depthdif.data.dataset import collate, unpack_batch
 
     datamodule.setup("fit")
@@ -243,7 +331,17 @@ def training_batches(datamodule: pl.LightningDataModule, batch_size: int, seed: 
 def fit_first_guess(module: DepthDifModule, datamodule: pl.LightningDataModule, config: Mapping) -> None:
     """Fit the cokriging first guess on the training split: covariances from complete patches, then the
     posterior-sigma table from the estimator's own errors on other training batches (see
-    :mod:`depthdif.baselines.cokriging`). Stored in the module's buffers, hence in model.ckpt."""
+    :mod:`depthdif.baselines.cokriging`). Stored in the module's buffers, hence in model.ckpt.
+
+    Args:
+        module: the untrained module; its ``cokriging`` estimator gets the statistics.
+        datamodule: the training datamodule.
+        config: the validated run config (``model.first_guess_fit_samples``, ``seed``, ``export.patch_size``,
+            ``loader.batch_size``).
+
+    Raises:
+        FirstGuessFitError: no usable training patch, or patches of another size than ``export.patch_size``.
+    """
     from depthdif.baselines.cokriging import fit_covariance, fit_sigma_table
 
     samples = int(config["model"]["first_guess_fit_samples"])
@@ -262,6 +360,11 @@ def fit_surface_scale(module: DepthDifModule, datamodule: pl.LightningDataModule
     (field minus its patch mean, ocean pixels with a surface), on up to ``model.first_guess_fit_samples``
     training patches: the network then sees sea level in units of its own typical mesoscale signal, whatever
     its physical unit. Stored in model.ckpt.
+
+    Args:
+        module: the untrained module, with surface variables.
+        datamodule: the training datamodule.
+        config: the validated run config (``model.first_guess_fit_samples``, ``loader.batch_size``, ``seed``).
 
     Raises:
         FirstGuessFitError: no training patch has a surface field (all dropped, or all land).
@@ -293,7 +396,20 @@ def fit_surface_scale(module: DepthDifModule, datamodule: pl.LightningDataModule
 def measured_x0_error(module: DepthDifModule, state: dict[str, torch.Tensor], datamodule, config: Mapping
                       ) -> dict[str, torch.Tensor]:
     """The averaged weights with the network's x0 error by timestep measured on training batches (the analytic
-    reverse variance of the ddpm sampler, Bao et al. 2022); unchanged for other samplers and units."""
+    reverse variance of the ddpm sampler, Bao et al. 2022, "Analytic-DPM", ICLR); unchanged for other samplers
+    and units.
+
+    Args:
+        module: the trained module (its architecture; its weights are not changed).
+        state: the EMA state dict (:meth:`DepthDifEMA.averaged_state_dict`).
+        datamodule: the training datamodule.
+        config: the validated run config (``model.sampler``, ``model.ddpm_variance``, ``loader.batch_size``,
+            ``seed``).
+
+    Returns:
+        ``state`` with the measured x0 error buffers filled (see ``DepthDifModule.fit_x0_error``), or
+        ``state`` itself when the sampler is not ddpm with the analytic variance or there is no first guess.
+    """
     mc = config["model"]
     if module.cokriging is None or mc["sampler"] != "ddpm" or mc["ddpm_variance"] != "analytic":
         return state
@@ -313,13 +429,29 @@ def run_training(
     callbacks: Sequence[Callback] = (),
     index_csv: Path | None = None,
 ) -> Path:
-    """Train ``variant``, resuming from ``out_dir/train/checkpoints/last.ckpt`` when it exists.
+    """Stage entry point of rules ``train_{variant}`` (and `depthdif train`): train ``variant``, resuming from
+    ``out_dir/train/checkpoints/last.ckpt`` when it exists.
 
-    ``index_csv`` is the split index to train on (the one the Snakemake rule declares); default
-    ``{data_dir}/patches/patch_index_split.csv``. It is not used when ``datamodule`` is given.
+    A fresh start first fits the surface scale (:func:`fit_surface_scale`) and the cokriging first guess
+    (:func:`fit_first_guess`) on the training split; a resumed run takes them from the checkpoint.
 
-    Returns the path of the written model.ckpt (EMA weights).
+    Args:
+        config: the validated run config.
+        variant: ``temp_v1`` or ``eo_4band``.
+        out_dir: the variant's folder (``results/<variant>``); see the module docstring for the files.
+        datamodule: the data; default :func:`default_datamodule` on ``index_csv``.
+        callbacks: extra Lightning callbacks (tests).
+        index_csv: the split index to train on (the one the Snakemake rule declares); default
+            ``{data_dir}/patches/patch_index_split.csv``. Not used when ``datamodule`` is given.
+
+    Returns:
+        The path of ``out_dir/model.ckpt`` (EMA weights; written by the global-zero rank only).
+
+    Raises:
+        CheckpointError: unknown variant, or depths that do not fit ``export.depth_indices`` (``build_module``).
+        FirstGuessFitError: the training split cannot give the first guess's statistics or surface scale.
     """
+
     out_dir = Path(out_dir)
     tc = config["train"]
     torch.set_num_threads(int(tc["threads"]))

@@ -131,6 +131,7 @@ for _variant in ALL_VARIANTS:
             settings=stage_params(config, "evaluate_real"),
         threads: 2
         resources:
+            gpu=train_gpus(),  # samples the model, as evaluate_{variant}
             mem_mb=4000,
             runtime=60,
         conda:

@@ -51,6 +51,23 @@ def run_baseline(name: str, obs: np.ndarray, land: np.ndarray, eo: np.ndarray | 
     So one parameter set (e.g. :func:`baseline_params_from_config`) serves every method: ``k`` goes to
     ``idw``, ``length_scale_px`` to the OIs, and ``eo`` only to ``eo_regression_oi``.  A parameter that
     no method accepts is an error (a typo would otherwise be ignored silently).
+
+    Args:
+        name: a key of :data:`BASELINES` (``mean_fill``, ``nearest``, ``linear``, ``idw``, ``biharmonic``,
+            ``oi``, ``eo_regression_oi``).
+        obs: (H, W) one band of one patch, any unit (°C in the evaluation), NaN where not observed.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+        eo: (H, W) or (K, H, W) dense surface fields, given only to ``eo_regression_oi``; or None.
+        **params: method parameters (``k``, ``length_scale_px``, ``noise_ratio``, ``tune``).
+
+    Returns:
+        (H, W) float64 in ``obs``'s unit: filled on ocean, NaN on land, observed ocean pixels unchanged.
+
+    Raises:
+        KeyError: unknown ``name``.
+        TypeError: a parameter no baseline takes.
+        BaselineUnavailable: the band has no observed ocean pixel (the evaluation records NaN).
+        BaselineInputError: ``obs`` or ``land`` has the wrong shape or type.
     """
     if name not in BASELINES:
         raise KeyError(f"unknown baseline {name!r}; choose one of {sorted(BASELINES)}")
@@ -64,7 +81,15 @@ def run_baseline(name: str, obs: np.ndarray, land: np.ndarray, eo: np.ndarray | 
 
 
 def baseline_params_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The baseline parameters set by the ``evaluate`` section of a loaded config."""
+    """The baseline parameters set by the ``evaluate`` section of a loaded config.
+
+    Args:
+        config: a validated config (or the ``evaluate`` keys of it).
+
+    Returns:
+        ``length_scale_px`` (px), ``noise_ratio``, ``tune`` and ``k`` for :func:`run_baseline`.
+    """
+
     evaluate = config["evaluate"]
     return {
         "length_scale_px": float(evaluate["oi_length_scale_px"]),

@@ -37,6 +37,22 @@ def climatology(
     with no value in either the mean of ``obs`` (mean fill).  If ``obs`` is given, its observed ocean
     pixels are kept exactly, like every other baseline.  NOTE: this uses information (other years' full
     fields) that the model does not get; see the module docstring.
+
+    Args:
+        history_same_month: (N, H, W) (or (H, W)) fields of the same place and calendar month in other years,
+            °C in the evaluation, NaN where no data; None or N = 0 when there are none.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+        obs: (H, W) the band's observations, NaN where not observed, or None.
+        history_other_months: (M, H, W) fields of the same place in the other months of other years, or None.
+
+    Returns:
+        (H, W) float64 in the fields' unit: filled on ocean, NaN on land, observed ocean pixels of ``obs``
+        unchanged.
+
+    Raises:
+        BaselineUnavailable: some ocean pixels have no value in any history and ``obs`` has no observation.
+        ValueError: a history's fields are not (H, W).
+        BaselineInputError: ``land`` or ``obs`` has the wrong shape or type.
     """
     ocean = as_ocean_mask(land, np.shape(land))
     shape = ocean.shape
@@ -80,6 +96,17 @@ def climatology_history(index: pd.DataFrame, sample_id: str) -> tuple[pd.DataFra
 
     The location is ``(y0, x0, patch_size)`` and the time the ``date`` column (YYYYMMDD); the target's
     own year is excluded so that the target field never enters its own climatology.
+
+    Args:
+        index: a patch index (``sample_id``, ``y0``, ``x0``, ``patch_size``, ``date``).
+        sample_id: the target patch.
+
+    Returns:
+        ``(same_month, other_months)``: the index rows of the same place in other years, in the target's
+        calendar month and in the other months.
+
+    Raises:
+        KeyError: the index lacks a column, or ``sample_id`` is not in it.
     """
     missing = [c for c in (*LOCATION_COLUMNS, "date", "sample_id") if c not in index.columns]
     if missing:
@@ -98,8 +125,21 @@ def climatology_history(index: pd.DataFrame, sample_id: str) -> tuple[pd.DataFra
 
 
 def load_history(rows: pd.DataFrame, band: int, patches_dir: str | Path) -> np.ndarray:
-    """``(N, H, W)`` stack of channel ``band`` of the patches in ``rows`` (``y_npy_path`` is relative to
-    ``patches_dir``, the folder of the index CSV); empty ``(0, 0, 0)`` when ``rows`` is empty."""
+    """The channel ``band`` of the patches in ``rows``, stacked.
+
+    Args:
+        rows: patch index rows (``y_npy_path`` relative to ``patches_dir``).
+        band: the exported channel to read.
+        patches_dir: the folder of the index CSV.
+
+    Returns:
+        (N, H, W) float64 as exported (°C, NaN on land); empty ``(0, 0, 0)`` when ``rows`` is empty.
+
+    Raises:
+        FileNotFoundError: a patch file listed in ``rows`` is missing.
+        PathEscapeError: a ``y_npy_path`` leaves ``patches_dir``.
+    """
+
     if rows.empty:
         return np.empty((0, 0, 0))
     fields = []

@@ -78,8 +78,9 @@ class FirstGuessFitError(DepthDifError, ValueError):
 class FirstGuess:
     """The cokriging estimate of a batch, in z-scores, and its posterior standard deviation in °C.
 
-    mean: (B, C, H, W) z-scores; observed ocean pixels keep their value; land 0.
-    sigma_c: (B, C, H, W) °C; 0 at observed pixels and on land.
+    Args:
+        mean: (B, C, H, W) z-scores of Kelvin; observed ocean pixels keep their value; land 0.
+        sigma_c: (B, C, H, W) °C; 0 at observed pixels and on land.
     """
 
     mean: torch.Tensor
@@ -89,7 +90,11 @@ class FirstGuess:
 @contextmanager
 def one_cpu_thread():
     """Run the many small solves on one CPU thread: measured on 2 busy cores, the sigma-table fit took 1.8 s
-    on one thread and 28 s on two (threads of small ops spin and wait on each other)."""
+    on one thread and 28 s on two (threads of small ops spin and wait on each other).
+
+    Yields:
+        None; torch's thread count is restored on exit.
+    """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -112,6 +117,16 @@ def surface_drifts(batch: Mapping, smoothing_px: float = 0.0) -> tuple[torch.Ten
     0 is "no surface value" for every field. With ``smoothing_px`` the fields are low-passed by a normalised
     Gaussian of that width (land left out): a satellite surface carries ~0.2 °C of pixel speckle, which a drift
     term would copy into every estimate.
+
+    Args:
+        batch: a batch of the batch contract (``eo`` (B, 1, H, W) z-scores, optional ``surface`` (B, S, H, W)
+            and ``eo_available`` (B, 1)).
+        smoothing_px: width of the Gaussian smoothing, px; 0 leaves the fields as they are.
+
+    Returns:
+        ``(anomaly, available)``: (B, K, H, W) float64 drift fields (°C, then the surface variables' units), and
+        (B,) float64 1 where the patch has a usable surface (more than 2K surface pixels), else 0; None when the
+        batch has no ``eo``.
     """
     if "eo" not in batch:
         return None
@@ -151,7 +166,14 @@ def patch_residuals(y: torch.Tensor, land: torch.Tensor, drifts: torch.Tensor | 
     fields ``drifts`` (B, K, H, W) (:func:`surface_drifts`), the residual of each band's least-squares multiple
     regression on them over its own ocean pixels.
 
-    Returns (residuals, slopes (B, C, K) in °C per drift unit; K = 0 without drifts).
+    Args:
+        y: (B, C, H, W) complete targets, z-scores of Kelvin.
+        land: (B, C, H, W) 1 on ocean, 0 on land.
+        drifts: (B, K, H, W) drift fields (:func:`surface_drifts`), or None.
+
+    Returns:
+        ``(residuals, slopes)``: (B, C, H, W) float64 °C, 0 on land; (B, C, K) float64 °C per drift unit
+        (K = 0 without drifts).
     """
     y = y.double()
     land = land.double()
@@ -184,7 +206,12 @@ def _torus_transforms(table: torch.Tensor) -> list[torch.Tensor]:
 
 
 class CovarianceAccumulator:
-    """Sums of lagged products and pixel-pair counts of residual fields, per setup, via FFT on a 2P torus."""
+    """Sums of lagged products and pixel-pair counts of residual fields, per setup, via FFT on a 2P torus.
+
+    Args:
+        num_bands: C.
+        size: P, the patch side, px.
+    """
 
     def __init__(self, num_bands: int, size: int):
         self.num_bands, self.size = num_bands, size
@@ -194,6 +221,13 @@ class CovarianceAccumulator:
         self.slopes: list[torch.Tensor] = []
 
     def add(self, residuals: torch.Tensor, land: torch.Tensor, setup: int) -> None:
+        """Add a batch's lagged products (Wiener-Khinchin: ``ifft(conj(F_b) F_c)``) and pixel-pair counts.
+
+        Args:
+            residuals: (B, C, P, P) residual fields, °C, 0 on land (:func:`patch_residuals`).
+            land: (B, C, P, P) 1 on ocean, 0 on land.
+            setup: 0 (anomaly from the patch mean) or 1 (residual of the surface regression).
+        """
         torus = 2 * self.size
         fr = torch.fft.fft2(residuals.double().cpu(), s=(torus, torus))
         fm = torch.fft.fft2(land.double().cpu(), s=(torus, torus))
@@ -202,7 +236,17 @@ class CovarianceAccumulator:
         self.pairs[setup] += torch.fft.ifft2(fm.conj()[:, :, None] * fm[:, None]).real.sum(0).round()
 
     def covariance(self, setup: int) -> torch.Tensor:
-        """(C, C, 2P, 2P) valid cross-covariance at every lag of a patch (see :func:`fit_coregionalization`), °C²."""
+        """The valid cross-covariance at every lag of a patch (see :func:`fit_coregionalization`).
+
+        Lags seen by fewer than ``MIN_LAG_PAIRS`` ocean pixel pairs are left out; the table is averaged over the
+        8 rotations/reflections of the grid and symmetrised in the bands before the fit.
+
+        Args:
+            setup: 0 or 1.
+
+        Returns:
+            (C, C, 2P, 2P) float64 °C².
+        """
         pairs = self.pairs[setup]
         raw = torch.where(pairs >= MIN_LAG_PAIRS, self.products[setup] / pairs.clamp_min(1.0), 0.0)
         # training augments with the 8 rotations/reflections of the grid: the statistics should have them too
@@ -220,8 +264,15 @@ def _torus_distance(size: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def covariance_dictionary(distance: torch.Tensor) -> torch.Tensor:
-    """(K, ...) valid isotropic correlation functions of ``distance`` (px): a nugget, exponentials and Gaussians
-    over a range of length scales (each positive definite in 2-D)."""
+    """Valid isotropic correlation functions of ``distance``: a nugget, exponentials and Gaussians over a range
+    of length scales (each positive definite in 2-D).
+
+    Args:
+        distance: lag lengths, px, any shape.
+
+    Returns:
+        (K, *distance.shape) float64, K = 1 + len(EXPONENTIAL_SCALES_PX) + len(GAUSSIAN_SCALES_PX).
+    """
     functions = [(distance == 0).double()]
     functions += [torch.exp(-distance / scale) for scale in EXPONENTIAL_SCALES_PX]
     functions += [torch.exp(-0.5 * (distance / scale) ** 2) for scale in GAUSSIAN_SCALES_PX]
@@ -293,7 +344,15 @@ def _psd(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def finite_samples(batch: Mapping) -> dict:
-    """The samples of a batch whose target is finite on every ocean pixel; ``_dropped`` counts the others."""
+    """The samples of a batch whose target is finite on every ocean pixel.
+
+    Args:
+        batch: a batch of the batch contract (``y``, ``land_mask`` (B, C, H, W)).
+
+    Returns:
+        The batch with every per-sample tensor restricted to those samples, and ``_dropped`` (int), the number
+        of samples left out.
+    """
     y, land = batch["y"], batch["land_mask"] > 0
     good = (torch.isfinite(y) | ~land).flatten(1).all(1)
     out = {k: (v[good] if torch.is_tensor(v) and v.ndim > 0 and len(v) == len(y) else v) for k, v in batch.items()}
@@ -375,8 +434,16 @@ def fit_covariance(batches: Iterable[Mapping], num_bands: int, size: int, max_sa
 
 
 def observation_features(valid_ocean: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(distance bin, density bin) per pixel (B, C, H, W) long: Chebyshev distance to the band's nearest
-    observation (capped) and the share of observed pixels in the surrounding window."""
+    """The keys of the sigma table per pixel: distance to the band's nearest observation and local density.
+
+    Args:
+        valid_ocean: (B, C, H, W) bool, the observed ocean pixels.
+
+    Returns:
+        ``(distance, density)``, (B, C, H, W) long each: the Chebyshev distance (px) to the nearest observation
+        of the band, capped at ``DISTANCE_BINS - 1``, and the bin (of ``DENSITY_EDGES``) of the share of
+        observed pixels in the ``DENSITY_WINDOW`` px window around the pixel.
+    """
     reached = valid_ocean.float()
     distance = torch.full_like(reached, DISTANCE_BINS - 1)
     distance[reached > 0] = 0
@@ -437,6 +504,12 @@ class Cokriging(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def set_statistics(self, stats: Mapping[str, torch.Tensor]) -> None:
+        """Copy fitted statistics into the buffers and mark the estimator fitted.
+
+        Args:
+            stats: any of ``covariance``, ``slope_mean``, ``slope_var``, ``sigma_table``, ``band_mean`` (shapes
+                as the buffers; :func:`fit_covariance`, :func:`fit_sigma_table`).
+        """
         with torch.no_grad():
             for name in ("covariance", "slope_mean", "slope_var", "sigma_table", "band_mean"):
                 if name in stats:
@@ -448,7 +521,20 @@ class Cokriging(nn.Module):
     # ------------------------------------------------------------------ estimate
     @torch.no_grad()
     def forward(self, batch: Mapping) -> FirstGuess:
-        """Cokriging of ``x`` at ``valid_mask * land_mask`` (B, C, H, W), with ``eo`` when present."""
+        """Cokriging of ``x`` at ``valid_mask * land_mask`` (B, C, H, W), with ``eo`` when present.
+
+        Args:
+            batch: a batch of the batch contract: ``x``, ``valid_mask``, ``land_mask`` (B, C, P, P), ``x`` in
+                z-scores of Kelvin; optional ``eo``, ``eo_available``, ``surface`` (the drift fields).
+
+        Returns:
+            The estimate (z-scores) and its posterior sigma (°C), (B, C, P, P) each, in ``x``'s dtype.
+
+        Raises:
+            FirstGuessNotFitted: the statistics were never fitted.
+            ValueError: patches of another size than the statistics', or another number of surface fields.
+            FloatingPointError: a covariance system stays indefinite with a 1e5x nugget.
+        """
         if batch["x"].device.type != "cpu":
             return self._forward(batch)
         with one_cpu_thread():
@@ -480,7 +566,16 @@ class Cokriging(nn.Module):
         return FirstGuess(mean=mean.to(x.dtype), sigma_c=self.sigma(observed, land, setups).to(x.dtype))
 
     def sigma(self, observed: torch.Tensor, land: torch.Tensor, setups: torch.Tensor) -> torch.Tensor:
-        """Posterior standard deviation (B, C, H, W) in °C from the fitted table; 0 observed and on land."""
+        """Posterior standard deviation from the fitted table; 0 observed and on land.
+
+        Args:
+            observed: (B, C, H, W) bool, the observed ocean pixels.
+            land: (B, C, H, W) bool, True on ocean.
+            setups: (B,) long, 0 or 1 per patch (1: the surface drift was used).
+
+        Returns:
+            (B, C, H, W) float64 °C.
+        """
         distance, density = observation_features(observed)
         bands = torch.arange(self.num_bands, device=observed.device).view(1, -1, 1, 1).expand_as(distance)
         table = self.sigma_table.to(observed.device)
@@ -623,8 +718,15 @@ def fit_sigma_table(estimator: Cokriging, batches: Iterable[Mapping], max_sample
     bin, density bin), over hidden ocean pixels; empty cells take the nearest filled distance bin of the same
     density, then the band's overall value.
 
-    Returns (SETUPS, C, DISTANCE_BINS, len(DENSITY_EDGES) + 1) float64 °C.
+    Args:
+        estimator: the cokriging estimator, its covariances fitted.
+        batches: training batches (of other masks than the covariance fit saw).
+        max_samples: stop after this many patches.
+
+    Returns:
+        (SETUPS, C, DISTANCE_BINS, len(DENSITY_EDGES) + 1) float64 °C.
     """
+
     shape = estimator.sigma_table.shape
     sse = torch.zeros(shape, dtype=torch.float64)
     count = torch.zeros(shape, dtype=torch.float64)

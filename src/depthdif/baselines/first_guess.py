@@ -31,7 +31,27 @@ def first_guess_estimate(
     stand at hidden pixels); ``land`` is the ocean mask (True = ocean) per band.  Observed pixels keep
     their value, land is 0 (the network's "no data" value), and a band without any observed ocean
     pixel is 0 everywhere, i.e. the normalisation mean: the loader must never fail on a sparse sample.
+    The regression + OI is that of :func:`~depthdif.baselines.optimal_interpolation.eo_regression_oi` (the
+    ARMOR3D construction, Guinehut et al. 2012), with a fixed length scale and noise ratio.
+
+    Args:
+        x: (C, H, W) input in z-scores of Kelvin, read only where ``valid``.
+        valid: (C, H, W) bool (or 0/1), the observed pixels.
+        land: (C, H, W) bool (or 0/1), True = ocean.
+        eo: (H, W) EO surface temperature in z-scores of Kelvin, or (K, H, W) with the other surface fields in
+            their own units; a non-finite ocean pixel takes its nearest finite one (:func:`complete_eo`); None
+            for OI alone.
+        length_scale_px: L of the OI's Gaussian correlation, px (``dataset.first_guess_length_scale_px``).
+        noise_ratio: observation-noise / signal variance of the OI.
+
+    Returns:
+        (C, H, W) float32 z-scores: observed pixels unchanged, 0 on land and in bands without observations.
+
+    Raises:
+        BaselineInputError: ``x`` is not 3-D, or ``valid``/``land`` are not boolean masks of its shape.
+        ValueError: ``eo`` is not of the patch's (H, W).
     """
+
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 3:
         raise BaselineInputError(f"first_guess_estimate: x must be (C, H, W); got shape {x.shape}")

@@ -49,7 +49,18 @@ TUNE_MIN_OBS = 8
 
 
 def gaussian_table(length_scale_px: float, size: int) -> np.ndarray:
-    """``exp(-d^2 / (2 L^2))`` for integer pixel offsets ``d = 0 .. size-1``."""
+    """``exp(-d^2 / (2 L^2))`` for integer pixel offsets ``d = 0 .. size-1``.
+
+    Args:
+        length_scale_px: L, px.
+        size: number of offsets.
+
+    Returns:
+        (size,) float64 correlations, 1 at d = 0.
+
+    Raises:
+        ValueError: L is not a positive finite number.
+    """
     if not np.isfinite(length_scale_px) or length_scale_px <= 0:
         raise ValueError(
             f"OI length scale must be a positive number of pixels (evaluate.oi_length_scale_px), "
@@ -73,6 +84,22 @@ def gaussian_oi_anomaly(
     ``anomalies`` may be ``(n,)`` or ``(n, m)`` (m fields observed at the same pixels share one
     factorisation); the result is ``(H, W)`` or ``(m, H, W)``.  ``dtype=np.float32`` halves the cost
     of the direct solve (used by the data loader's first guess; the evaluation keeps float64).
+
+    Args:
+        rows: (n,) int row of each observation, px.
+        cols: (n,) int column of each observation, px.
+        anomalies: (n,) or (n, m) zero-mean values at the observations, any unit.
+        shape: (H, W) of the grid.
+        length_scale_px: L of the Gaussian correlation, px.
+        noise_ratio: observation-noise / signal variance (at least 1e-6).
+        dtype: of the direct solve (the CG solve runs in float64).
+
+    Returns:
+        (H, W) or (m, H, W) float64 analysed anomalies in ``anomalies``' unit.
+
+    Raises:
+        ValueError: L is not a positive finite number.
+        scipy.linalg.LinAlgError: the correlation matrix stays indefinite with a noise ratio of 0.1.
     """
     height, width = shape
     table = gaussian_table(length_scale_px, max(height, width))
@@ -146,7 +173,14 @@ def _solve_cg(rows, cols, rhs, table, eps, shape) -> np.ndarray:
 
 @dataclass(frozen=True)
 class OITuning:
-    """Length scale and noise ratio chosen by leave-one-out cross-validation, with its LOO RMSE."""
+    """Length scale and noise ratio chosen by leave-one-out cross-validation, with its LOO RMSE.
+
+    Args:
+        length_scale_px: the chosen L, px.
+        noise_ratio: the chosen observation-noise / signal variance ratio.
+        loo_rmse: its leave-one-out RMSE, in the anomalies' unit.
+        n_obs: observations the tuning used (at most ``max_obs``).
+    """
 
     length_scale_px: float
     noise_ratio: float
@@ -168,7 +202,20 @@ def tune_oi(
     ``A = C + eps I`` and ``w = A^-1 d`` (no refitting), and one eigendecomposition of ``C`` per length
     scale serves every noise ratio.  Above ``max_obs`` observations the tuning uses the ``max_obs``
     nearest to their centroid: a compact cluster keeps the real observation density, which random
-    thinning would not (and the best length scale depends on that density).
+    thinning would not (and the best length scale depends on that density). The closed form is that of
+    Gaussian-process regression (Rasmussen & Williams 2006, "Gaussian Processes for Machine Learning",
+    §5.4.2).
+
+    Args:
+        rows: (n,) int row of each observation, px.
+        cols: (n,) int column of each observation, px.
+        anomalies: (n,) zero-mean values at the observations, any unit.
+        length_scales_px: candidate L, px.
+        noise_ratios: candidate noise ratios.
+        max_obs: most observations used.
+
+    Returns:
+        The best pair with its LOO RMSE (``anomalies``' unit), or None with fewer than 8 observations.
     """
     n = len(anomalies)
     if n < TUNE_MIN_OBS:
@@ -218,6 +265,24 @@ def oi(
 
     ``noise_ratio`` is ``evaluate.oi_noise_ratio`` (observation-noise / signal variance; 0 means exact
     interpolation, kept numerically stable by a 1e-6 jitter); the observed pixels are restored exactly.
+    Optimal interpolation is the objective analysis of Gandin (1963) and Bretherton, Davis & Fandry (1976,
+    "A technique for objective analysis and design of oceanographic experiments applied to MODE-73",
+    Deep-Sea Res. 23).
+
+    Args:
+        obs: (H, W) one band of one patch, any unit (°C in the evaluation), NaN where not observed.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+        length_scale_px: L of the Gaussian correlation, px (``evaluate.oi_length_scale_px``).
+        noise_ratio: observation-noise / signal variance (``evaluate.oi_noise_ratio``).
+        tune: choose L and the noise ratio per band by leave-one-out (:func:`tune_oi`; ``evaluate.oi_tune``).
+
+    Returns:
+        (H, W) float64 in ``obs``'s unit: filled on ocean, NaN on land, observed ocean pixels unchanged.
+
+    Raises:
+        BaselineUnavailable: the band has no observed ocean pixel.
+        BaselineInputError: ``obs`` is not 2-D, or ``land`` is not a boolean mask of its shape.
+        ValueError: ``length_scale_px`` is not a positive finite number.
     """
     data = gather_observations(obs, land)
     if not data.ocean.any():
@@ -258,7 +323,18 @@ def regress_on_drifts(values: np.ndarray, drifts: np.ndarray) -> tuple[float, np
 
 def complete_eo(eo: np.ndarray, ocean: np.ndarray) -> np.ndarray | None:
     """The EO field (H, W), or a stack of dense surface fields (K, H, W), with missing ocean pixels filled by
-    their nearest valid pixel of the same field; None if a field has no valid ocean pixel."""
+    their nearest valid pixel of the same field; None if a field has no valid ocean pixel.
+
+    Args:
+        eo: (H, W) or (K, H, W) dense surface fields, each in its own unit, NaN where missing.
+        ocean: (H, W) bool, True on ocean.
+
+    Returns:
+        ``eo``'s shape, float64, finite on the ocean; None when a field has no finite ocean pixel.
+
+    Raises:
+        ValueError: a field is not of ``ocean``'s shape.
+    """
     eo = np.asarray(eo, dtype=np.float64)
     if eo.ndim == 3:
         fields = [complete_eo(field, ocean) for field in eo]
@@ -274,8 +350,17 @@ def complete_eo(eo: np.ndarray, ocean: np.ndarray) -> np.ndarray | None:
 
 
 def drift_trend(values: np.ndarray, fields: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """(H, W) regression of the observed ``values`` at (rows, cols) on the dense ``fields`` ((H, W) or
-    (K, H, W), complete on the ocean), evaluated everywhere: ``a + sum_k b_k fields[k]``."""
+    """Regression of the observed ``values`` on the dense ``fields``, evaluated everywhere.
+
+    Args:
+        values: (n,) observations at (rows, cols).
+        fields: (H, W) or (K, H, W) dense fields, complete on the ocean (:func:`complete_eo`), any units.
+        rows: (n,) int rows of the observations, px.
+        cols: (n,) int columns of the observations, px.
+
+    Returns:
+        (H, W) float64 ``a + sum_k b_k fields[k]`` in ``values``' unit (:func:`regress_on_drifts`).
+    """
     stack = fields if fields.ndim == 3 else fields[None]
     intercept, slopes = regress_on_drifts(values, stack[:, rows, cols].T)
     return intercept + np.tensordot(slopes, stack, axes=1)
@@ -297,7 +382,25 @@ def eo_regression_oi(
     Sci. 8), a multiple regression on SST and SSH before the OI of the profiles' residuals. The residuals have
     zero mean (the regression has an intercept), so their OI is around 0. Without a usable surface field (None,
     or a field with no finite value on the ocean) this is plain :func:`oi`.
+
+    Args:
+        obs: (H, W) one band of one patch, °C in the evaluation, NaN where not observed.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+        eo: (H, W) EO sea-surface temperature (°C) or (K, H, W) with the other surface fields in their own units,
+            NaN where missing; None for plain OI.
+        length_scale_px: L of the Gaussian correlation of the residuals, px.
+        noise_ratio: observation-noise / signal variance.
+        tune: choose L and the noise ratio per band by leave-one-out (:func:`tune_oi`).
+
+    Returns:
+        (H, W) float64 in ``obs``'s unit: filled on ocean, NaN on land, observed ocean pixels unchanged.
+
+    Raises:
+        BaselineUnavailable: the band has no observed ocean pixel.
+        BaselineInputError: ``obs`` is not 2-D, or ``land`` is not a boolean mask of its shape.
+        ValueError: ``eo`` is not of the band's shape, or ``length_scale_px`` is not positive.
     """
+
     data = gather_observations(obs, land)
     if not data.ocean.any():
         return all_nan(data.shape)

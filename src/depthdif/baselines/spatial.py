@@ -23,7 +23,20 @@ IDW_POWER = 2.0
 
 
 def mean_fill(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
-    """Every hidden ocean pixel gets the mean of the band's observed pixels in this patch."""
+    """Every hidden ocean pixel gets the mean of the band's observed pixels in this patch.
+
+    Args:
+        obs: (H, W) one band of one patch, any unit (°C in the evaluation), NaN where not observed.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+
+    Returns:
+        (H, W) float64 in ``obs``'s unit: filled on ocean, NaN on land, observed ocean pixels unchanged; all NaN
+        for a patch without ocean.
+
+    Raises:
+        BaselineUnavailable: the band has no observed ocean pixel.
+        BaselineInputError: ``obs`` is not 2-D, or ``land`` is not a boolean mask of its shape.
+    """
     data = gather_observations(obs, land)
     if not data.ocean.any():
         return all_nan(data.shape)
@@ -32,7 +45,21 @@ def mean_fill(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
 
 
 def nearest(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
-    """Each hidden ocean pixel copies the nearest observed pixel (ties broken by the EDT's scan order)."""
+    """Each hidden ocean pixel copies the nearest observed pixel (ties broken by the EDT's scan order).
+
+    The nearest pixel comes from the Euclidean distance transform of ``scipy.ndimage.distance_transform_edt``.
+
+    Args:
+        obs: (H, W) one band of one patch, any unit, NaN where not observed.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+
+    Returns:
+        (H, W) float64 in ``obs``'s unit: filled on ocean, NaN on land, observed ocean pixels unchanged.
+
+    Raises:
+        BaselineUnavailable: the band has no observed ocean pixel.
+        BaselineInputError: ``obs`` is not 2-D, or ``land`` is not a boolean mask of its shape.
+    """
     data = gather_observations(obs, land)
     if not data.ocean.any():
         return all_nan(data.shape)
@@ -51,7 +78,19 @@ def linear(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
     """Linear interpolation on the Delaunay triangulation of the observations; nearest outside their hull.
 
     Fewer than three observations, or observations all on one line, have no triangulation: the whole
-    band then falls back to nearest neighbour (logged at debug level).
+    band then falls back to nearest neighbour (logged at debug level). The interpolation is
+    ``scipy.interpolate.griddata(method="linear")`` (Qhull's Delaunay triangulation, barycentric weights).
+
+    Args:
+        obs: (H, W) one band of one patch, any unit, NaN where not observed.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+
+    Returns:
+        (H, W) float64 in ``obs``'s unit: filled on ocean, NaN on land, observed ocean pixels unchanged.
+
+    Raises:
+        BaselineUnavailable: the band has no observed ocean pixel.
+        BaselineInputError: ``obs`` is not 2-D, or ``land`` is not a boolean mask of its shape.
     """
     data = gather_observations(obs, land)
     if not data.ocean.any():
@@ -78,6 +117,21 @@ def idw(obs: np.ndarray, land: np.ndarray, k: int = 8) -> np.ndarray:
     """Inverse-distance weighting (power 2) of the ``k`` nearest observations of each hidden pixel.
 
     ``k`` is ``evaluate.idw_neighbours`` in the config; with fewer observations than ``k`` all are used.
+    The method is Shepard's (1968, "A two-dimensional interpolation function for irregularly-spaced data",
+    Proc. ACM National Conference), restricted to the ``k`` nearest points (a ``scipy.spatial.cKDTree`` query).
+
+    Args:
+        obs: (H, W) one band of one patch, any unit, NaN where not observed.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+        k: neighbours per hidden pixel, at least 1; distances in px.
+
+    Returns:
+        (H, W) float64 in ``obs``'s unit: filled on ocean, NaN on land, observed ocean pixels unchanged.
+
+    Raises:
+        ValueError: ``k`` < 1.
+        BaselineUnavailable: the band has no observed ocean pixel.
+        BaselineInputError: ``obs`` is not 2-D, or ``land`` is not a boolean mask of its shape.
     """
     if int(k) < 1:
         raise ValueError(f"idw: k (evaluate.idw_neighbours) must be >= 1, got {k}")
@@ -104,7 +158,21 @@ def biharmonic(obs: np.ndarray, land: np.ndarray) -> np.ndarray:
 
     Land is inpainted together with the hidden ocean rather than filled first with made-up values:
     only real observations act as boundary data, and the land estimate is discarded afterwards.
+    ``skimage.restoration.inpaint_biharmonic`` implements Damelin & Hoang (2018, "On surface completion and
+    image inpainting by biharmonic functions: numerical aspects", Int. J. Math. Math. Sci.).
+
+    Args:
+        obs: (H, W) one band of one patch, any unit, NaN where not observed.
+        land: (H, W) the ocean mask, True (or 1) = ocean.
+
+    Returns:
+        (H, W) float64 in ``obs``'s unit: filled on ocean, NaN on land, observed ocean pixels unchanged.
+
+    Raises:
+        BaselineUnavailable: the band has no observed ocean pixel.
+        BaselineInputError: ``obs`` is not 2-D, or ``land`` is not a boolean mask of its shape.
     """
+
     data = gather_observations(obs, land)
     if not data.ocean.any():
         return all_nan(data.shape)

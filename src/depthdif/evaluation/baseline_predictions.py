@@ -5,8 +5,9 @@ it rebuilds the val items of every pass the evaluation scores (:mod:`depthdif.ev
 fill, nearest, linear, IDW, biharmonic, OI (and ``eo_regression_oi`` for ``eo_4band``), climatology and DINEOF
 on them, and stores their predictions with a fingerprint of the items they saw. ``evaluate_{variant}`` reads
 the file (:class:`StoredBaselines`) instead of recomputing, so a change of a model setting reruns no baseline.
-An evaluation without the file (the CLI) computes the same predictions in place (:class:`InlineBaselines`);
-both routes are scored by :func:`score_baselines` from float32 predictions, so they give the same metrics.
+An evaluation without the file (`depthdif evaluate` without ``--baselines``) computes the same predictions in
+place (:class:`InlineBaselines`); both routes are scored by :func:`score_baselines` from float32 predictions,
+so they give the same metrics.
 
 The file (``predictions.npz``, readable with ``np.load``) holds, per pass ``<key>`` (e.g. ``occlusion_0.95``)
 and method ``<name>``: ``<key>/<name>`` float32 (P, C, H, W) °C, NaN where the method gave nothing, and
@@ -84,7 +85,15 @@ class BaselinePrediction:
 
     @classmethod
     def empty(cls, shape: tuple[int, ...], dtype=PREDICTION_DTYPE) -> BaselinePrediction:
-        """All NaN, nothing available, for items of ``shape`` (P, C, H, W)."""
+        """All NaN, nothing available, for items of ``shape`` (P, C, H, W).
+
+        Args:
+            shape: (P, C, H, W).
+            dtype: of ``values``.
+
+        Returns:
+            ``values`` (P, C, H, W) all NaN, ``available`` (P, C) all False.
+        """
         return cls(np.full(shape, np.nan, dtype=dtype), np.zeros(shape[:2], dtype=bool))
 
 
@@ -138,8 +147,19 @@ def read_val_selection(config: Mapping, index_csv: Path) -> tuple[pd.DataFrame, 
 
 def baseline_context(config: Mapping, variant: str, index: pd.DataFrame, rows: pd.DataFrame,
                      n_bands: int) -> BaselineContext:
-    """The :class:`BaselineContext` of ``config`` (reads ``seed``, ``dataset.temp_v1_band`` and the baseline
-    keys of ``evaluate``); ``index`` as :func:`read_val_selection` returns it."""
+    """The :class:`BaselineContext` of ``config``.
+
+    Args:
+        config: reads ``seed``, ``dataset.temp_v1_band`` and the baseline keys of ``evaluate``
+            (``oi_*``, ``idw_neighbours``, ``dineof``, ``dineof_max_modes``).
+        variant: ``temp_v1`` or ``eo_4band``.
+        index: the whole split index, as :func:`read_val_selection` returns it.
+        rows: the val rows, as :func:`read_val_selection` returns them (``attrs["index_dir"]``).
+        n_bands: C, the number of target bands.
+
+    Returns:
+        The context.
+    """
     settings = config["evaluate"]
     return BaselineContext(
         index=index, patches_dir=Path(rows.attrs["index_dir"]), rows=rows,
@@ -151,7 +171,16 @@ def baseline_context(config: Mapping, variant: str, index: pd.DataFrame, rows: p
 
 def baseline_names(eval_pass: EvalPass, variant: str, dineof: bool) -> list[str]:
     """The baselines scored on a pass: every one on the occlusion and profile passes, only the surface
-    regression on the clean-surface pass (the one baseline the surface changes)."""
+    regression on the clean-surface pass (the one baseline the surface changes).
+
+    Args:
+        eval_pass: the pass.
+        variant: ``temp_v1`` or ``eo_4band`` (``eo_regression_oi`` is an eo_4band method).
+        dineof: whether DINEOF is scored (``evaluate.dineof``).
+
+    Returns:
+        The method names (metrics.csv's ``method``), in scoring order.
+    """
     if eval_pass.kind == CLEAN_SURFACE:
         return ["eo_regression_oi"]
     names = list(PER_PATCH_BASELINES) + (["eo_regression_oi"] if variant == "eo_4band" else []) + ["climatology"]
@@ -324,7 +353,24 @@ def score_baselines(predictions: Mapping[str, BaselinePrediction], items: EvalIt
 def run_dineof(items: EvalItems, rows: pd.DataFrame, fraction: float, depths: list[float],
                scores: ScoreAccumulator, seed: int, max_modes: int, stack: str = "window") -> np.ndarray:
     """:func:`dineof_predictions` in float64, scored into ``scores`` at ``fraction`` (for studies of DINEOF
-    itself, bench/dineof_peer.py); returns the (P, C, H, W) °C predictions."""
+    itself, bench/dineof_peer.py).
+
+    Args:
+        items: a pass's items.
+        rows: the val index rows of ``items``.
+        fraction: the pass's key in ``scores``.
+        depths: depth (m) of each band.
+        scores: the accumulator the scores are added to.
+        seed: chooses DINEOF's cross-validation points.
+        max_modes: the most EOF modes DINEOF may retain.
+        stack: ``"window"`` or ``"locations"``, see :func:`dineof_predictions`.
+
+    Returns:
+        (P, C, H, W) float64 °C predictions, NaN where DINEOF gave nothing.
+
+    Raises:
+        ValueError: unknown ``stack``.
+    """
     pred = dineof_predictions(items, rows, seed, max_modes, stack, dtype=np.float64)
     score_baselines({"dineof": pred}, items, fraction, depths, scores)
     return pred.values
@@ -342,7 +388,15 @@ class InlineBaselines:
         self.context, self.variant = context, variant
 
     def predictions(self, eval_pass: EvalPass, items: EvalItems) -> dict[str, BaselinePrediction]:
-        """Every baseline of ``eval_pass`` on ``items`` (float32, as the file would hold them)."""
+        """Every baseline of ``eval_pass`` on ``items`` (float32, as the file would hold them).
+
+        Args:
+            eval_pass: the pass.
+            items: the pass's items.
+
+        Returns:
+            Method name -> its predictions ((P, C, H, W) °C), in :func:`baseline_names` order.
+        """
         return compute_baselines(items, eval_pass, self.variant, self.context)
 
     def close(self) -> None:
@@ -385,7 +439,15 @@ class StoredBaselines:
     def predictions(self, eval_pass: EvalPass, items: EvalItems) -> dict[str, BaselinePrediction]:
         """The stored predictions of ``eval_pass``, after checking they were computed from ``items``.
 
+        Args:
+            eval_pass: the pass (one the file holds: checked when the file was opened).
+            items: the pass's items as the evaluation rebuilt them.
+
+        Returns:
+            Method name -> its stored predictions ((P, C, H, W) float32 °C), in the file's order.
+
         Raises:
+
             BaselinesMismatchError: other samples, another order or other masks than ``items``.
         """
         entry = self._passes[eval_pass.key]
@@ -406,8 +468,9 @@ class StoredBaselines:
         self._npz.close()
 
     def _rerun(self) -> str:
-        return (f"rerun the baselines rule (snakemake --forcerun baselines_{self.variant} "
-                f"evaluate_{self.variant}), or `depthdif evaluate` without it")
+        return (f"rerun the baselines (snakemake --forcerun baselines_{self.variant} evaluate_{self.variant}, or "
+                f"`depthdif baselines {self.variant}` with the evaluation's config), or run `depthdif evaluate` "
+                "without --baselines to compute them in place")
 
     def _mismatch(self, what: str) -> None:
         raise BaselinesMismatchError(f"baselines file {self.path} does not match this evaluation: {what}. It was "
@@ -446,7 +509,8 @@ def _write_array(archive: zipfile.ZipFile, name: str, array: np.ndarray) -> None
 
 
 def run_baselines(config: Mapping, variant: str, index_csv: Path, out_path: Path) -> Path:
-    """Stage entry point of rule ``baselines_{variant}``: every baseline on every pass of the evaluation.
+    """Stage entry point of rules ``baselines_{variant}``, ``baselines_real_{variant}`` and of
+    `depthdif baselines <variant>`: every baseline on every pass of the evaluation.
 
     Args:
         config: the keys of ``STAGE_READS["baselines"]`` (depthdif.stage_reads: the rule's params; the full

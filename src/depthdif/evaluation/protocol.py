@@ -118,7 +118,24 @@ def band_depths_of(index: pd.DataFrame, config: Mapping, variant: str, model_set
 def score_diffusion(module, items: EvalItems, fraction: float, depths: list[float], scores: ScoreAccumulator,
                     ensemble_size: int, steps: int, seed: int) -> dict[str, np.ndarray]:
     """The model's ensemble (mean, CRPS, spread/skill), one member, its conditional mean, and its cokriging first
-    guess as a Gaussian posterior (mean, sigma); predictions for the figures."""
+    guess as a Gaussian posterior (mean, sigma); predictions for the figures.
+
+    Args:
+        module: the loaded model (``DepthDifModule``).
+        items: the pass's val patches (their ``batches`` are sampled).
+        fraction: the pass's level (the ``mask_fraction`` the scores are filed under).
+        depths: depth (m) of each target band.
+        scores: the accumulator the scores are added to (with each patch's location), in °C.
+        ensemble_size: members N per patch.
+        steps: sampling steps per member.
+        seed: sampling seed of the first batch (batch k uses ``seed`` + its first patch's position).
+
+    Returns:
+        °C arrays over the P patches, NaN on land: ``mean`` and ``std`` (P, C, H, W) of the ensemble,
+        ``single`` (P, C, H, W) its first member, for a residual model ``cokriging`` and
+        ``diffusion_cond_mean`` (P, C, H, W); and ``ranks`` (C, N + 1), the rank histogram (see
+        :func:`rank_counts`).
+    """
     out: dict[str, list[np.ndarray]] = {"mean": [], "std": [], "single": [], COKRIGING: [], CONDITIONAL_MEAN: [],
                                         "ranks": []}
     start = 0
@@ -154,7 +171,17 @@ def score_diffusion(module, items: EvalItems, fraction: float, depths: list[floa
 
 
 def rank_counts(members: np.ndarray, truth: np.ndarray, hidden: np.ndarray, ensemble_size: int) -> np.ndarray:
-    """(C, N + 1) counts of the truth's rank among the N members at hidden pixels (ties split at random)."""
+    """Rank histogram: the truth's rank among the N members at hidden pixels (ties split at random, seed 0).
+
+    Args:
+        members: (B, N, C, H, W) ensemble members, °C.
+        truth: (B, C, H, W) true field, °C.
+        hidden: (B, C, H, W) bool, the scored pixels.
+        ensemble_size: N.
+
+    Returns:
+        (C, N + 1) int64 counts per band; a flat histogram means a calibrated ensemble.
+    """
     counts = np.zeros((members.shape[2], ensemble_size + 1), dtype=np.int64)
     rng = np.random.default_rng(0)
     for b in range(members.shape[2]):
@@ -203,7 +230,20 @@ def score_clean_surface(module, items: EvalItems, eval_pass: EvalPass, depths: l
 
 def steps_sweep(module, items: EvalItems, depths: list[float], steps_list: list[int], max_batches: int,
                 seed: int) -> pd.DataFrame:
-    """RMSE of the ensemble mean against the number of DDIM steps (same inputs, same seed)."""
+    """RMSE of the ensemble mean against the number of DDIM steps (same inputs, same seed).
+
+    Args:
+        module: the loaded model.
+        items: the val patches of one pass (the first ``max_batches`` of its batches are sampled).
+        depths: depth (m) of each target band.
+        steps_list: the numbers of sampling steps to compare.
+        max_batches: batches of ``items`` to sample.
+        seed: sampling seed of the first batch (batch k uses ``seed + k``).
+
+    Returns:
+        One row per (steps, band): ``steps``, ``band``, ``depth_m`` (m), ``rmse_c`` (°C) of a
+        :data:`SWEEP_ENSEMBLE`-member mean on the hidden ocean.
+    """
     rows = []
     for steps in steps_list:
         sweep = ScoreAccumulator()
@@ -277,6 +317,18 @@ def summarise(metrics: pd.DataFrame, variant: str, seconds: float, n_patches: in
     percentile interval from a bootstrap over val locations (``*_ci95``; pixels and months of one location are
     correlated, so locations, not pixels, are resampled: depthdif.evaluation.metrics.bootstrap_rmse_ratio) and
     ``n_locations``.  ``per_band`` repeats this per band, with the best baseline chosen per band.
+
+    Args:
+        metrics: the long-format scores (metrics.csv columns: ``method``, ``mask_fraction``, ``band``,
+            ``depth_m``, ``rmse_c`` in °C, ``n_pixels``).
+        variant: ``temp_v1`` or ``eo_4band``.
+        seconds: the evaluation's duration, s.
+        n_patches: val patches scored.
+        scores: the accumulator the rows came from, for the bootstrap intervals; None leaves them out.
+
+    Returns:
+        metrics.json's content: ``variant``, ``val_patches``, ``seconds``, ``note`` and ``headline`` (one entry
+        per level: the model's RMSE (°C), the best baseline's, their ratios with ``*_ci95``, ``per_band``).
     """
     pooled = metrics.assign(sse=metrics["rmse_c"] ** 2 * metrics["n_pixels"]).groupby(
         ["method", "mask_fraction"], as_index=False)[["sse", "n_pixels"]].sum()
@@ -326,7 +378,16 @@ def level_coverage(items: EvalItems, level: float) -> pd.DataFrame:
 
 def rectangle_rows(metrics: pd.DataFrame, coverage: pd.DataFrame) -> pd.DataFrame:
     """The occlusion levels' metrics.csv rows with the :data:`OBSERVING_COLUMNS` appended (``observations`` =
-    rectangles, no profile density); ``coverage``: their :func:`level_coverage` rows."""
+    rectangles, no profile density).
+
+    Args:
+        metrics: the occlusion levels' rows (contract, spread and spectral columns).
+        coverage: their :func:`level_coverage` rows.
+
+    Returns:
+        ``metrics`` with ``n_observed``, ``n_patches_unobserved`` (per level and band), ``observations``,
+        ``profile_density_factor`` and ``profiles_per_deg2_month`` (NaN) appended.
+    """
     counts = coverage[["mask_fraction", "band", "n_observed", "n_patches_unobserved"]]
     out = metrics.merge(counts, on=["mask_fraction", "band"], how="left", validate="many_to_one")
     out = out.assign(observations="rectangles", profile_density_factor=np.nan, profiles_per_deg2_month=np.nan)
@@ -363,10 +424,16 @@ def unreached_scores(items: EvalItems, predictions: Mapping[str, np.ndarray],
 
 @dataclass
 class ProfileExperiment:
-    """The observing-system experiment's outputs."""
+    """The observing-system experiment's outputs.
 
-    rows: pd.DataFrame  # metrics.csv rows of the profile levels (contract columns first)
-    summary: dict  # metrics.json's "profiles" section
+    Args:
+        rows: metrics.csv rows of the profile levels (contract columns first).
+        summary: metrics.json's ``profiles`` section.
+    """
+
+    rows: pd.DataFrame
+    summary: dict
+
 
 
 def profile_experiment(config: Mapping, variant: str, rows: pd.DataFrame, eval_config: Mapping,
@@ -441,7 +508,8 @@ def profile_experiment(config: Mapping, variant: str, rows: pd.DataFrame, eval_c
 
 def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Path,
                    index_csv: Path | None = None, baselines: Path | None = None) -> Path:
-    """Stage entry point of rule ``evaluate_{variant}``: the whole protocol for one variant.
+    """Stage entry point of rules ``evaluate_{variant}``, ``evaluate_real_{variant}`` and of
+    `depthdif evaluate <variant>`: the whole protocol for one variant.
 
     Args:
         config: the keys of ``STAGE_READS["evaluate"]`` (depthdif.stage_reads: the rule's params; the full

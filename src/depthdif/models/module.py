@@ -69,7 +69,18 @@ class CheckpointError(DepthDifError, ValueError):
 
 
 def num_target_bands(config: Mapping, variant: str) -> int:
-    """C of the contract: 1 for temp_v1; the exported channels after the surface (EO) one for eo_4band."""
+    """C of the contract: 1 for temp_v1; the exported channels after the surface (EO) one for eo_4band.
+
+    Args:
+        config: a validated config (``export.depth_indices``).
+        variant: ``temp_v1`` or ``eo_4band``.
+
+    Returns:
+        C, the number of target bands.
+
+    Raises:
+        CheckpointError: unknown variant.
+    """
     if variant == "temp_v1":
         return 1
     if variant == "eo_4band":
@@ -78,8 +89,15 @@ def num_target_bands(config: Mapping, variant: str) -> int:
 
 
 def surface_variables_of(settings: Mapping) -> tuple[str, ...]:
-    """The dense surface fields besides the EO band that the model is conditioned on (eo_4band only; a model
-    saved before format 5 has none)."""
+    """The dense surface fields besides the EO band that the model is conditioned on.
+
+    Args:
+        settings: the model's settings (:func:`model_settings`, or those stored in model.ckpt).
+
+    Returns:
+        ``export.surface_variables`` of an eo_4band model (e.g. ``("zos",)``); () for temp_v1 and for a model
+        saved before format 5.
+    """
     if settings["variant"] != "eo_4band":
         return ()
     return tuple(settings["export"].get("surface_variables") or ())
@@ -87,8 +105,20 @@ def surface_variables_of(settings: Mapping) -> tuple[str, ...]:
 
 def input_channels(num_bands: int, variant: str, first_guess: bool, residual: bool = False,
                    num_surface: int = 0) -> int:
-    """Channels of the network input stack (see the module docstring); ``residual`` adds the first guess and
-    its posterior sigma; ``num_surface`` counts eo_4band's surface variables."""
+    """Channels of the network input stack (see the module docstring).
+
+    Args:
+        num_bands: C, the number of target bands.
+        variant: ``temp_v1`` or ``eo_4band`` (eo_4band adds ``eo``, ``eo_available`` and the surface fields).
+        first_guess: the loader's first guess is an input (``dataset.first_guess``).
+        residual: residual units (``model.working_units: first_guess``): the first guess and its posterior
+            sigma are inputs.
+        num_surface: S, eo_4band's surface variables.
+
+    Returns:
+        ``4 C`` (noisy target, x, valid_mask, land_mask), ``+ 2 + S`` for eo_4band, ``+ C`` with a first guess,
+        ``+ C`` more in residual units.
+    """
     channels = 4 * num_bands
     if variant == "eo_4band":
         channels += 2 + num_surface
@@ -100,7 +130,14 @@ def input_channels(num_bands: int, variant: str, first_guess: bool, residual: bo
 
 
 def uses_residual_units(model_config: Mapping) -> bool:
-    """True when the model samples the first guess's correction in its posterior sigma (model.working_units)."""
+    """Whether the model samples the first guess's correction in units of its posterior sigma.
+
+    Args:
+        model_config: ``config["model"]`` (or the model settings of a checkpoint).
+
+    Returns:
+        True for ``model.working_units: first_guess``.
+    """
     return model_config["working_units"] == RESIDUAL_UNITS
 
 
@@ -186,6 +223,11 @@ class DepthDifModule(pl.LightningModule):
         settings: from :func:`model_settings` (model config + the dataset facts the network depends on).
         train_config: ``config['train']`` (optimiser, validation and NaN-handling settings).
         num_bands: C, the number of target bands.
+
+    Raises:
+        CheckpointError: unknown variant; residual units (``model.working_units: first_guess``) together with
+            ``dataset.first_guess``, or without ``model.parameterization: x0``.
+        DiffusionConfigError: a ``model.*`` key the diffusion process does not know.
     """
 
     def __init__(self, settings: dict, train_config: dict, num_bands: int):
@@ -246,6 +288,11 @@ class DepthDifModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- network call
     def setup(self, stage: str) -> None:
+        """Lightning hook: compile the network (``train.compile``) and offset the seed per DDP rank.
+
+        Args:
+            stage: Lightning's stage (``fit``, ``validate``, ...); only ``fit`` does anything.
+        """
         # compile here, after the EMA callback's setup has deep-copied the (uncompiled) module;
         # Module.compile keeps parameter names, so checkpoints stay the same with or without it
         if stage == "fit" and self.train_config["compile"]:
@@ -257,9 +304,23 @@ class DepthDifModule(pl.LightningModule):
             torch.manual_seed(torch.initial_seed() + 1_000_003 * self.global_rank)
 
     def to_working_units(self, batch: Mapping) -> tuple[dict, torch.Tensor, float]:
-        """(batch in working units, per-patch/band offset (B,C,1,1) in z, scale z -> working units).
+        """The batch in working units (model.working_units 'observed_mean', see the module docstring).
 
-        See the module docstring (model.working_units 'observed_mean'). Masks, dates and coords pass through.
+        Masks, dates and coords pass through.
+
+        Args:
+            batch: a batch of the batch contract (``x``, ``valid_mask``, ``land_mask`` (B, C, H, W) in z-scores of
+                Kelvin; ``y``, ``first_guess``, ``eo``, ``surface`` when present).
+
+        Returns:
+            ``(work, offset, scale)``: the batch with ``x``, ``y``, ``first_guess``, ``eo`` as anomalies from
+            each patch's and band's observed mean times ``scale`` (``surface`` divided by the fitted
+            ``surface_scale``); ``offset`` (B, C, 1, 1) that mean in z-scores (0 without
+            ``model.center_on_observations``); ``scale`` the factor z-score -> working units (``Y_STD /
+            model.anomaly_scale_c``, 1 without centring).
+
+        Raises:
+            BatchContractError: the batch lacks a key the model uses.
         """
         return self._observed_mean_units(batch)
 
@@ -287,8 +348,20 @@ class DepthDifModule(pl.LightningModule):
         return work, offset, scale
 
     def first_guess_of(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cokriging first guess (B, C, H, W) in z-scores and its posterior sigma in °C, from the stored
-        statistics (model.working_units 'first_guess'); cached on the batch dict when it is a plain dict."""
+        """Cokriging first guess and its posterior sigma, from the stored statistics (model.working_units
+        'first_guess'); cached on the batch dict when it is a plain dict.
+
+        Args:
+            batch: a batch of the batch contract (see :meth:`depthdif.baselines.cokriging.Cokriging.forward`).
+
+        Returns:
+            ``(guess, sigma_c)``: (B, C, H, W) z-scores of Kelvin, observed pixels kept; (B, C, H, W) °C, 0 at
+            observed pixels and on land.
+
+        Raises:
+            CheckpointError: the model has no cokriging first guess.
+            FirstGuessNotFitted: its statistics were never fitted.
+        """
         if self.cokriging is None:
             raise CheckpointError("this model has no cokriging first guess (model.working_units is not 'first_guess')")
         if "_first_guess" in batch:
@@ -299,11 +372,24 @@ class DepthDifModule(pl.LightningModule):
         return guess.mean, guess.sigma_c
 
     def to_residual_units(self, batch: Mapping) -> tuple[dict, torch.Tensor, torch.Tensor]:
-        """(batch in working units, first guess z (B,C,H,W), posterior sigma in z (B,C,H,W)).
+        """The batch in residual units.
 
         The target is the correction to the first guess in units of its posterior sigma,
         ``r = (y - first_guess) / sigma`` on hidden ocean pixels (0 elsewhere), so ``y = first_guess + sigma r``;
         the conditions are the observed-mean anomalies of the other mode, plus the first guess and sigma.
+
+        Args:
+            batch: a batch of the batch contract (z-scores of Kelvin).
+
+        Returns:
+            ``(work, guess, sigma)``: the batch in working units with ``y`` = r (clipped to +-10; 0 where sigma
+            is below 1e-3 °C), ``first_guess``, ``first_guess_sigma`` (in ``model.anomaly_scale_c`` units) and
+            ``_sigma_weight`` (°C²); the first guess (B, C, H, W) in z-scores; its posterior sigma (B, C, H, W)
+            in z-score units (0 where the pixel is known).
+
+        Raises:
+            CheckpointError: the model has no cokriging first guess.
+            BatchContractError: the batch lacks a key the model uses.
         """
         guess, sigma_c = self.first_guess_of(batch)
         work, offset, scale = self._observed_mean_units(batch)
@@ -321,7 +407,18 @@ class DepthDifModule(pl.LightningModule):
         return work, guess, torch.where(exact, 0.0, sigma)
 
     def network_input(self, batch: Mapping, noisy: torch.Tensor) -> torch.Tensor:
-        """Stack the noisy target with the conditions of the contract, in a fixed order."""
+        """Stack the noisy target with the conditions of the contract, in a fixed order.
+
+        Args:
+            batch: the batch in working (or residual) units.
+            noisy: (B, C, H, W) noisy target y_t.
+
+        Returns:
+            (B, :func:`input_channels`, H, W), channels-last when ``train.channels_last``.
+
+        Raises:
+            BatchContractError: the batch lacks a key the model uses.
+        """
         parts = [noisy, _require(batch, "x", "observations"), _require(batch, "valid_mask", "per-band mask"),
                  _require(batch, "land_mask", "ocean mask")]
         if self.variant == "eo_4band":
@@ -340,6 +437,17 @@ class DepthDifModule(pl.LightningModule):
         return stacked
 
     def conditioning(self, batch: Mapping) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The FiLM conditions of the network (``model.film_coords``, ``model.film_day_of_year``).
+
+        Args:
+            batch: a batch with ``coords`` (B, 2) degrees and/or ``date`` (B,) YYYYMMDD, as the model needs.
+
+        Returns:
+            ``(coords, doy)``: (B, 3) unit-sphere position and (B, 2) day-of-year features, each None when off.
+
+        Raises:
+            BatchContractError: the batch lacks ``coords`` or ``date`` that the model uses.
+        """
         coords = doy = None
         if self.model_config["film_coords"]:
             coords = coords_to_unit_sphere(_require(batch, "coords", "model.film_coords is on"))
@@ -355,6 +463,14 @@ class DepthDifModule(pl.LightningModule):
         estimate is ``sqrt(alpha_bar) r_t + sqrt(1 - alpha_bar) F``, whose first term is the optimal estimate for
         a unit-variance Gaussian residual. The network ``F`` starts at zero, so an untrained model samples
         ``r ~ N(0, 1)``: its ensemble mean is the first guess and its spread the first guess's posterior sigma.
+
+        Args:
+            batch: the batch in working (or residual) units.
+            noisy: (B, C, H, W) noisy target y_t.
+            timesteps: (B,) long training timesteps in [0, model.timesteps).
+
+        Returns:
+            (B, C, H, W): the x0 estimate (or the noise, for ``model.parameterization: eps``), working units.
         """
         coords, doy = self.conditioning(batch)
         output = self.net(self.network_input(batch, noisy), timesteps, coords, doy)
@@ -365,7 +481,21 @@ class DepthDifModule(pl.LightningModule):
 
     # ----------------------------------------------------------------- training
     def diffusion_loss(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Masked MSE of one random noise level per sample (the training objective), in working units."""
+        """Masked MSE of one random noise level per sample (the training objective), in working units.
+
+        The denoising objective of Ho et al. (2020, "Denoising diffusion probabilistic models", NeurIPS),
+        counted on ``model.loss_region``; in residual units weighted by ``model.residual_loss_weight``.
+
+        Args:
+            batch: a batch of the batch contract with ``y``.
+            generator: CPU generator of the timesteps and noise (validation), or None.
+
+        Returns:
+            The scalar loss (working units squared).
+
+        Raises:
+            BatchContractError: the batch lacks ``y`` or another key the model uses.
+        """
         _require(batch, "y", "clean target")
         if self.residual:
             batch, _, _ = self.to_residual_units(batch)
@@ -385,6 +515,15 @@ class DepthDifModule(pl.LightningModule):
         return self.diffusion.loss(output, y, noise, batch)
 
     def training_step(self, batch: Mapping, batch_idx: int) -> torch.Tensor:
+        """Lightning hook: :meth:`diffusion_loss` of the batch, logged as ``train/loss``.
+
+        Args:
+            batch: a training batch of the batch contract.
+            batch_idx: its position in the epoch (unused).
+
+        Returns:
+            The scalar loss, NaN included (see :meth:`on_before_optimizer_step`).
+        """
         loss = self.diffusion_loss(batch)
         if self._trainer is not None:  # logged even when NaN: a skipped step should show in metrics.csv
             self.log("train/loss", loss, prog_bar=True, batch_size=batch["y"].shape[0])
@@ -393,7 +532,14 @@ class DepthDifModule(pl.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Skip the update when any gradient is NaN/inf; stop when that persists."""
+        """Lightning hook: skip the update when any gradient is NaN/inf; stop when that persists.
+
+        Args:
+            optimizer: the optimiser about to step (its gradients are zeroed to skip the update).
+
+        Raises:
+            NonFiniteLossError: ``train.max_nonfinite_steps`` steps in a row had non-finite gradients.
+        """
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         finite = bool(torch.stack([torch.isfinite(g).all() for g in grads]).all()) if grads else True
         if finite:
@@ -414,6 +560,13 @@ class DepthDifModule(pl.LightningModule):
         optimizer.zero_grad(set_to_none=True)  # params without .grad are left untouched by AdamW
 
     def configure_optimizers(self):
+        """Lightning hook: AdamW (Loshchilov & Hutter 2019, "Decoupled weight decay regularization", ICLR), no
+        weight decay on 1-d tensors, and the :func:`warmup_cosine` learning-rate factor.
+
+        Returns:
+            Lightning's ``{"optimizer", "lr_scheduler": {"scheduler", "interval": "step"}}``.
+        """
+
         tc = self.train_config
         # no weight decay on biases and norm gains (1-d tensors): decaying them only hurts
         decay = [p for p in self.parameters() if p.ndim >= 2]
@@ -434,6 +587,7 @@ class DepthDifModule(pl.LightningModule):
         self._val_seen = 0
 
     def on_validation_epoch_start(self) -> None:
+        """Lightning hook: reset the validation sums."""
         self._reset_val_sums()
 
     def validation_step(self, batch: Mapping, batch_idx: int) -> None:
@@ -441,6 +595,10 @@ class DepthDifModule(pl.LightningModule):
 
         Noise comes from a generator seeded by (seed, batch_idx): every validation sees the same noise,
         so changes in val/rmse_c come from the weights, not from luck.
+
+        Args:
+            batch: a val batch of the batch contract.
+            batch_idx: its position in the val loader (seeds the noise).
         """
         size = batch["y"].shape[0]
         generator = torch.Generator().manual_seed(int(self.train_config["seed"]) * 100003 + batch_idx)
@@ -459,6 +617,8 @@ class DepthDifModule(pl.LightningModule):
         self._val_seen += take
 
     def on_validation_epoch_end(self) -> None:
+        """Lightning hook: log ``val/rmse_c``, ``val/mean_fill_rmse_c`` and ``val/rmse_c_band<b>`` (°C), summed
+        over every DDP rank."""
         sums = torch.stack([self._val_sse, self._val_fill_sse, self._val_count]).to(self.device)
         sums = self.trainer.strategy.reduce(sums, reduce_op="sum") if self._trainer is not None else sums
         sse, fill_sse, count = sums.double().cpu()
@@ -484,11 +644,32 @@ class DepthDifModule(pl.LightningModule):
         generator: torch.Generator | None = None,
         replace_observed: bool | None = None,
     ) -> torch.Tensor:
-        """N samples per input in ONE batched call -> (B, N, C, H, W), normalised units.
+        """N samples per input in ONE batched call.
 
         Observed pixels are merged exactly, land is 0. ``replace_observed`` defaults to
         model.replace_observed. Uses whatever weights the module holds (EMA after load_model or during
-        validation).
+        validation). The samplers are diffusers' DDIM (Song et al. 2021, "Denoising diffusion implicit models",
+        ICLR) and DDPM (Ho et al. 2020) schedulers (:mod:`depthdif.models.samplers`); re-imposing the noised
+        observations at every step is RePaint's (Lugmayr et al. 2022, CVPR) conditioning.
+
+        Args:
+            batch: a batch of the batch contract (``x``, ``valid_mask``, ``land_mask`` (B, C, H, W), z-scores of
+                Kelvin, and the conditions the model uses).
+            num_samples: N, members per input.
+            steps: sampling steps (1 .. model.timesteps).
+            sampler: ``ddim`` or ``ddpm``; default ``model.sampler``.
+            eta: DDIM stochasticity (0 = deterministic).
+            generator: CPU generator of the noise (the same seed gives the same samples on any device).
+            replace_observed: re-impose the noised observations before each step; default
+                ``model.replace_observed`` (residual units never do: the first guess honours them).
+
+        Returns:
+            (B, N, C, H, W) samples in z-scores of Kelvin, observed pixels exact, 0 on land.
+
+        Raises:
+            ValueError: unknown sampler.
+            DiffusionConfigError: ``steps`` outside 1 .. model.timesteps.
+            BatchContractError: the batch lacks a key the model uses.
         """
         sampler = sampler or self.model_config["sampler"]
         if sampler not in SAMPLERS:
@@ -547,7 +728,14 @@ class DepthDifModule(pl.LightningModule):
 
     def x0_error(self, timestep: int) -> float:
         """Mean squared x0 error of the network at a training timestep, in residual units: the measured table
-        (:meth:`fit_x0_error`), or ``1 - alpha_bar`` (the untrained, unit-Gaussian value) before it is measured."""
+        (:meth:`fit_x0_error`), or ``1 - alpha_bar`` (the untrained, unit-Gaussian value) before it is measured.
+
+        Args:
+            timestep: a training timestep in [0, model.timesteps).
+
+        Returns:
+            The error, residual units squared (dimensionless).
+        """
         value = float(self.x0_error_table[min(X0_ERROR_BINS - 1, timestep * X0_ERROR_BINS // self.diffusion.num_timesteps)])
         if value >= 0:
             return value
@@ -556,7 +744,19 @@ class DepthDifModule(pl.LightningModule):
     @torch.no_grad()
     def fit_x0_error(self, batches, max_batches: int = 8, seed: int = 0) -> torch.Tensor:
         """Measure the network's mean squared x0 error (residual units, hidden ocean pixels where sigma > 0) in
-        each timestep bin on ``batches`` (training data) and store it; returns the table (X0_ERROR_BINS,)."""
+        each timestep bin on ``batches`` (training data) and store it in ``x0_error_table``.
+
+        The error enters the analytic reverse variance of the ddpm sampler (Bao et al. 2022, "Analytic-DPM").
+
+        Args:
+            batches: training batches of the batch contract (with ``y``); samples with NaN/inf on the ocean are
+                left out.
+            max_batches: batches used.
+            seed: seed of the timesteps and noise.
+
+        Returns:
+            (X0_ERROR_BINS,) float64, -1 in a bin without pixels.
+        """
         generator = torch.Generator().manual_seed(seed)
         total = torch.zeros(X0_ERROR_BINS, dtype=torch.float64)
         count = torch.zeros(X0_ERROR_BINS, dtype=torch.float64)
@@ -592,9 +792,20 @@ class DepthDifModule(pl.LightningModule):
 
     @torch.no_grad()
     def conditional_mean(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
-        """The network's own estimate of E[y | observations] (B, C, H, W), z-scores: its x0 estimate at the last
-        training timestep, from pure noise (one network call; residual units only). Unlike an N-member mean it
-        carries no sampling noise (a calibrated N-member mean has sigma^2/N more squared error)."""
+        """The network's own estimate of E[y | observations]: its x0 estimate at the last training timestep, from
+        pure noise (one network call; residual units only). Unlike an N-member mean it carries no sampling noise
+        (a calibrated N-member mean has sigma^2/N more squared error).
+
+        Args:
+            batch: a batch of the batch contract.
+            generator: CPU generator of the noise, or None.
+
+        Returns:
+            (B, C, H, W) z-scores of Kelvin, observed pixels exact, 0 on land.
+
+        Raises:
+            CheckpointError: the model is not in residual units.
+        """
         if not self.residual:
             raise CheckpointError("conditional_mean needs model.working_units 'first_guess'")
         work, guess, sigma = self.to_residual_units(batch)
@@ -606,7 +817,19 @@ class DepthDifModule(pl.LightningModule):
 
 
 def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
-    """LR factor: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``."""
+    """LR factor: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total_steps``.
+
+    The cosine schedule of SGDR (Loshchilov & Hutter 2017) without restarts, after a linear warm-up (Goyal et al.
+    2017, "Accurate, large minibatch SGD").
+
+    Args:
+        warmup_steps: steps of the linear warm-up (``train.warmup_steps``); 0 for none.
+        total_steps: the step the cosine reaches ``min_ratio`` (``train.max_steps``); it stays there after.
+        min_ratio: the final factor (``train.min_lr_ratio``).
+
+    Returns:
+        ``factor(step) -> float`` in [min_ratio, 1], for ``torch.optim.lr_scheduler.LambdaLR``.
+    """
 
     def factor(step: int) -> float:
         if warmup_steps > 0 and step < warmup_steps:
@@ -618,7 +841,18 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
 
 
 def repeat_batch(batch: Mapping, times: int) -> dict:
-    """Each sample repeated ``times`` times in a row (sample-major), for ensembles in one call."""
+    """Each sample repeated ``times`` times in a row (sample-major), for ensembles in one call.
+
+    Args:
+        batch: a batch; tensors with a batch dimension are repeated, other values kept.
+        times: N, at least 1.
+
+    Returns:
+        The batch with (B * N, ...) tensors: rows ``i * N .. i * N + N - 1`` are sample i.
+
+    Raises:
+        ValueError: ``times`` < 1.
+    """
     if times < 1:
         raise ValueError(f"num_samples must be >= 1, got {times}")
     return {k: v.repeat_interleave(times, dim=0) if torch.is_tensor(v) and v.ndim > 0 else v
@@ -626,17 +860,41 @@ def repeat_batch(batch: Mapping, times: int) -> dict:
 
 
 def slice_batch(batch: Mapping, count: int) -> dict:
+    """The first ``count`` samples of a batch.
+
+    Args:
+        batch: a batch; tensors with a batch dimension are sliced, other values kept.
+        count: samples to keep.
+
+    Returns:
+        The batch with (min(B, count), ...) tensors.
+    """
     return {k: v[:count] if torch.is_tensor(v) and v.ndim > 0 else v for k, v in batch.items()}
 
 
 def observed_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(B, C, 1, 1) mean of ``values`` where ``weight`` is 1, per sample and band; 0 where there is none."""
+    """Mean of ``values`` where ``weight`` is 1, per sample and band; 0 where there is none.
+
+    Args:
+        values: (B, C, H, W), any unit.
+        weight: (B, C, H, W) 0/1 (or weights), broadcastable to ``values``.
+
+    Returns:
+        (B, C, 1, 1) in ``values``' unit.
+    """
     total = (values * weight).sum((2, 3), keepdim=True)
     return total / weight.sum((2, 3), keepdim=True).clamp_min(1.0)
 
 
 def mean_fill(batch: Mapping) -> torch.Tensor:
-    """Trivial baseline: each band of each patch filled with the mean of its observed pixels (0 if none)."""
+    """Trivial baseline: each band of each patch filled with the mean of its observed pixels (0 if none).
+
+    Args:
+        batch: a batch of the batch contract (``x``, ``valid_mask``, ``land_mask`` (B, C, H, W)).
+
+    Returns:
+        (B, C, H, W) in ``x``'s units (z-scores of Kelvin), 0 on land.
+    """
     mean = observed_mean(batch["x"], batch["valid_mask"] * batch["land_mask"])
     return mean.expand_as(batch["x"]) * batch["land_mask"]
 
@@ -646,6 +904,14 @@ def save_model(module: DepthDifModule, state_dict: Mapping[str, torch.Tensor], p
     """Write model.ckpt: a plain dict loadable with ``torch.load(path, weights_only=True)``.
 
     Refuses to write weights that hold NaN/inf (a NaN model must never look finished).
+
+    Args:
+        module: the trained module (its settings, variant and number of bands are stored).
+        state_dict: the weights to store (the EMA average, :meth:`DepthDifEMA.averaged_state_dict`).
+        path: model.ckpt, written atomically.
+
+    Raises:
+        NonFiniteLossError: a weight holds NaN/inf.
     """
     from depthdif.atomic import atomic_path
 
@@ -683,6 +949,19 @@ def load_model(
 
     ``variant`` / ``config`` (optional) are checked against what the checkpoint was trained with, so a
     temp_v1 model is never silently used on eo_4band batches or with another network size.
+
+    Args:
+        path: model.ckpt written by :func:`save_model`.
+        map_location: the device to load onto.
+        variant: the variant the caller expects, or None.
+        config: a run config whose network settings must match the checkpoint's, or None.
+
+    Returns:
+        The module in eval mode on ``map_location``.
+
+    Raises:
+        CheckpointError: the file is missing, not readable with ``weights_only=True``, a Lightning training
+            checkpoint, of an unreadable format, of another variant, or trained with an incompatible config.
     """
     path = Path(path)
     if not path.is_file():
@@ -718,8 +997,12 @@ def load_model(
 
 
 def sampling_train_config() -> dict:
-    """The training settings of a module built only to sample (a loaded model.ckpt): the schema's defaults, seed
-    0 and a one-sample validation."""
+    """The training settings of a module built only to sample (a loaded model.ckpt).
+
+    Returns:
+        ``config["train"]``'s schema defaults with ``seed`` 0 and a one-sample validation.
+    """
+
     return {**section_defaults("train"), "seed": 0, "val_samples": 1, "val_sampling_steps": 1}
 
 

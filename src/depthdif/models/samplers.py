@@ -31,6 +31,21 @@ def make_sampler(
 
     A new object per run because ``set_timesteps`` mutates the scheduler (two concurrent runs with
     different step counts must not share one).
+
+    Args:
+        name: ``ddim`` (Song et al. 2021, "Denoising diffusion implicit models", ICLR; diffusers'
+            ``DDIMScheduler``) or ``ddpm`` (Ho et al. 2020; diffusers' ``DDPMScheduler`` with
+            ``model.ddpm_variance``).
+        model_config: ``config["model"]`` (``timesteps``, ``beta_schedule``, ``parameterization``,
+            ``timestep_spacing``, ``ddpm_variance``).
+        steps: sampling steps, 1 .. ``model.timesteps``.
+        device: where the timesteps live.
+
+    Returns:
+        The scheduler with ``steps`` timesteps set.
+
+    Raises:
+        DiffusionConfigError: ``steps`` out of range, or an unknown sampler (or schedule, parameterisation).
     """
     total = int(model_config["timesteps"])
     if not 1 <= int(steps) <= total:
@@ -53,7 +68,16 @@ def make_sampler(
 
 
 def merge_observed(sample: torch.Tensor, observed: torch.Tensor, observed_mask: torch.Tensor) -> torch.Tensor:
-    """Observed values where ``observed_mask`` is 1, ``sample`` elsewhere."""
+    """Observed values where ``observed_mask`` is 1, ``sample`` elsewhere.
+
+    Args:
+        sample: (B, C, H, W).
+        observed: (B, C, H, W), the same units.
+        observed_mask: (B, C, H, W) 0/1.
+
+    Returns:
+        (B, C, H, W) ``mask * observed + (1 - mask) * sample``.
+    """
     return observed_mask * observed + (1.0 - observed_mask) * sample
 
 
@@ -83,6 +107,12 @@ def sample_loop(
         eta: DDIM stochasticity (0 = deterministic); ignored by DDPM.
         extra_variance: (timestep, previous timestep) -> variance added after each step, on top of the
             scheduler's own noise (see :func:`analytic_extra_variance`).
+        generator: CPU (or ``device``) generator of every noise draw, or None.
+        device: where the sample lives.
+
+    Returns:
+        (B, C, H, W) float32 final field in the denoiser's units, ``observed`` where ``observed_mask`` is 1, 0 on
+        land.
     """
     device = torch.device(device)
     sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
@@ -114,8 +144,16 @@ def analytic_extra_variance(alphas_cumprod: torch.Tensor, x0_error: Callable[[in
     untrained residual model ``1 - abar_t``, which makes the total exactly beta_t, the exact variance of a
     unit-Gaussian target); a trained network that denoises well adds little noise, where the fixed large
     variance would add beta_t of white noise whatever it has learned (~0.17 sigma at the last of 10 steps).
-    Returns (t, s) -> the extra variance.
+
+    Args:
+        alphas_cumprod: (T,) alpha_bar of the training schedule.
+        x0_error: ``t -> E[(x0 - x0_hat)^2 | t]`` (``DepthDifModule.x0_error``).
+
+    Returns:
+        ``extra(t, s) -> float``, the variance to add after the step from t to s (s < 0: the last step, abar_s
+        = 1).
     """
+
     def extra(t: int, s: int) -> float:
         abar_t = float(alphas_cumprod[t])
         abar_s = float(alphas_cumprod[s]) if s >= 0 else 1.0

@@ -26,7 +26,19 @@ class NetworkConfigError(DepthDifError, ValueError):
 
 
 def sinusoidal_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Transformer-style embedding of (B,) integer timesteps into (B, dim) features."""
+    """Transformer-style embedding of (B,) integer timesteps into (B, dim) features.
+
+    The sinusoidal position encoding of Vaswani et al. (2017, "Attention is all you need"), as DDPM (Ho et al.
+    2020) embeds its timesteps: ``[sin(t f_k), cos(t f_k)]`` with ``f_k = max_period^(-k / (dim/2))``.
+
+    Args:
+        timesteps: (B,) training timesteps.
+        dim: feature width.
+        max_period: the longest period, in timesteps.
+
+    Returns:
+        (B, dim) float32; an odd ``dim`` ends in a zero column.
+    """
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=timesteps.device) / half)
     angles = timesteps.float()[:, None] * freqs[None, :]
@@ -37,7 +49,14 @@ def sinusoidal_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 
 
 
 def coords_to_unit_sphere(coords: torch.Tensor) -> torch.Tensor:
-    """(B, 2) [lat, lon] in degrees -> (B, 3) xyz on the unit sphere (continuous across the date line)."""
+    """Patch centres as points on the unit sphere (continuous across the date line and at the poles).
+
+    Args:
+        coords: (B, 2) [latitude, longitude], degrees.
+
+    Returns:
+        (B, 3) float32 [cos(lat) cos(lon), cos(lat) sin(lon), sin(lat)].
+    """
     lat = torch.deg2rad(coords[:, 0].float())
     lon = torch.deg2rad(coords[:, 1].float())
     return torch.stack([torch.cos(lat) * torch.cos(lon), torch.cos(lat) * torch.sin(lon), torch.sin(lat)], dim=1)
@@ -47,9 +66,15 @@ _DAYS_BEFORE_MONTH = torch.tensor([0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 
 
 
 def date_to_day_of_year(date: torch.Tensor) -> torch.Tensor:
-    """(B,) YYYYMMDD integers -> (B, 2) [sin, cos] of the day of year (period 365.25 days).
+    """Dates as the phase of the seasonal cycle.
 
     Leap days shift the phase by at most 1/365 of a cycle, which does not matter for a seasonal signal.
+
+    Args:
+        date: (B,) (or any shape of B values) YYYYMMDD integers; month and day are clamped to 1-12 and 1-31.
+
+    Returns:
+        (B, 2) float32 [sin, cos] of ``2 pi doy / 365.25`` (doy = 0 on 1 January).
     """
     date = date.reshape(-1).long()
     month = ((date // 100) % 100).clamp(1, 12)
@@ -63,7 +88,15 @@ class ConvNeXtBlock(nn.Module):
     """ConvNeXt block (Liu et al. 2022) with FiLM: dw7x7 -> norm -> scale/shift -> 1x1 up -> GELU -> 1x1 down.
 
     GroupNorm(1, C) normalises over channels and space, the conv-friendly stand-in for LayerNorm that
-    does not depend on the batch (so EMA weights and tiny batches behave the same).
+    does not depend on the batch (so EMA weights and tiny batches behave the same). FiLM is Perez et al.
+    (2018, "FiLM: visual reasoning with a general conditioning layer", AAAI); its last layer starts at zero
+    (scale 1, shift 0).
+
+    Args:
+        dim_in: input channels.
+        dim_out: output channels (a 1x1 conv on the skip path when they differ).
+        cond_dim: width of the conditioning vector.
+        expansion: width factor of the 1x1 bottleneck (``dim_out * expansion`` channels).
     """
 
     def __init__(self, dim_in: int, dim_out: int, cond_dim: int, expansion: int = 2):
@@ -79,6 +112,15 @@ class ConvNeXtBlock(nn.Module):
         nn.init.zeros_(self.film[-1].bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Apply the block.
+
+        Args:
+            x: (B, dim_in, H, W) features.
+            cond: (B, cond_dim) conditioning vector.
+
+        Returns:
+            (B, dim_out, H, W) features.
+        """
         h = self.norm(self.dwconv(x))
         scale, shift = self.film(cond)[:, :, None, None].chunk(2, dim=1)
         h = h * (1 + scale) + shift
@@ -87,27 +129,56 @@ class ConvNeXtBlock(nn.Module):
 
 
 class Downsample(nn.Module):
+    """Halve the resolution with a 4x4 convolution of stride 2.
+
+    Args:
+        dim_in: input channels.
+        dim_out: output channels.
+    """
+
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
         self.conv = nn.Conv2d(dim_in, dim_out, kernel_size=4, stride=2, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the convolution.
+
+        Args:
+            x: (B, dim_in, H, W) features, H and W even.
+
+        Returns:
+            (B, dim_out, H / 2, W / 2) features.
+        """
         return self.conv(x)
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour upsampling then a 3x3 conv (no checkerboard artefacts of transposed convs)."""
+    """Nearest-neighbour upsampling then a 3x3 conv (no checkerboard artefacts of transposed convs; Odena et al.
+    2016, "Deconvolution and checkerboard artifacts", Distill).
+
+    Args:
+        dim_in: input channels.
+        dim_out: output channels.
+    """
 
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
         self.conv = nn.Conv2d(dim_in, dim_out, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Upsample and convolve.
+
+        Args:
+            x: (B, dim_in, H, W) features.
+
+        Returns:
+            (B, dim_out, 2 H, 2 W) features.
+        """
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class ConvNeXtUNet(nn.Module):
-    """U-Net of ConvNeXt blocks.
+    """U-Net (Ronneberger et al. 2015) of ConvNeXt blocks (Liu et al. 2022, "A ConvNet for the 2020s", CVPR).
 
     Args:
         in_channels: stacked input channels (noisy target + conditions), see ``module.input_channels``.
@@ -116,7 +187,12 @@ class ConvNeXtUNet(nn.Module):
         dim_mults: one multiplier per resolution level; the patch side must divide by 2**(levels-1).
         blocks_per_level: ConvNeXt blocks per level on the way down (one more on the way up).
         expansion: width factor of the 1x1 bottleneck inside each block.
-        coords_features / doy_features: sizes of the optional FiLM inputs (0 = not used).
+        coords_features: size of the optional position FiLM input (3 for :func:`coords_to_unit_sphere`; 0 = not
+            used).
+        doy_features: size of the optional season FiLM input (2 for :func:`date_to_day_of_year`; 0 = not used).
+
+    Raises:
+        NetworkConfigError: ``dim_mults`` is empty.
     """
 
     def __init__(
@@ -193,7 +269,22 @@ class ConvNeXtUNet(nn.Module):
         coords_features: torch.Tensor | None = None,
         doy_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, in_channels, H, W), timesteps (B,) TRAINING timesteps in [0, T) -> (B, out_channels, H, W)."""
+        """Denoise one batch.
+
+        Args:
+            x: (B, in_channels, H, W) the stacked input (noisy target and conditions, working units).
+            timesteps: (B,) TRAINING timesteps in [0, T).
+            coords_features: (B, coords_features) position features, or None when not used.
+            doy_features: (B, doy_features) day-of-year features, or None when not used.
+
+        Returns:
+            (B, out_channels, H, W) network output (x0 or noise, see :mod:`depthdif.models.diffusion`).
+
+        Raises:
+            NetworkConfigError: another number of input channels than the network was built for, a patch side
+                that is not a multiple of :attr:`size_multiple`, or a FiLM input the network needs is None.
+        """
+
         if x.shape[1] != self.in_channels:
             raise NetworkConfigError(
                 f"network built for {self.in_channels} input channels got {x.shape[1]}: the batch does not "

@@ -50,19 +50,29 @@ class ReconstructionError(DepthDifError, ValueError):
 
 @dataclass
 class GridObservations:
-    """Observations of one time step on a lat/lon grid, in °C (the surface variables in their own units)."""
+    """Observations of one time step on a lat/lon grid, in °C (the surface variables in their own units).
 
-    observed: np.ndarray  # (C, ny, nx) NaN where not observed
-    ocean: np.ndarray  # (C, ny, nx) bool
-    eo: np.ndarray | None  # (ny, nx) °C, eo_4band only
+    Args:
+        observed: (C, ny, nx) °C, NaN where not observed.
+        ocean: (C, ny, nx) bool, True on ocean.
+        eo: (ny, nx) surface (EO) temperature, °C, NaN on land; eo_4band only, else None.
+        latitude: (ny,) degrees north.
+        longitude: (nx,) degrees east.
+        date: YYYYMMDD of the observations.
+        latitude_attrs: the input file's latitude attributes (long_name, comment...), carried into the output.
+        longitude_attrs: the same for longitude.
+        surface: (S, ny, nx) the model's other surface fields (export.surface_variables, e.g. zos in m), NaN
+            where no value; None for a model without them.
+    """
+
+    observed: np.ndarray
+    ocean: np.ndarray
+    eo: np.ndarray | None
     latitude: np.ndarray
     longitude: np.ndarray
     date: int
-    # the input file's coordinate attributes (long_name, comment...), carried into the output
     latitude_attrs: dict = field(default_factory=dict)
     longitude_attrs: dict = field(default_factory=dict)
-    # (S, ny, nx) the model's other surface fields (export.surface_variables, e.g. zos in m), NaN where no value;
-    # None for a model without them
     surface: np.ndarray | None = None
 
 
@@ -71,7 +81,23 @@ def reconstruct_grid(module, grid: GridObservations, ensemble_size: int, steps: 
     """Ensemble mean and std (°C, (C, ny, nx)) over the whole grid from overlapping tiles.
 
     Tiles overlap by half a patch by default so that every seam is blended (see depthdif.reconstruction.stitching).
-    Observed ocean pixels keep their observed value exactly.
+    Observed ocean pixels keep their observed value exactly. A band of a tile without any observation of it is
+    left to the other tiles; an ocean cell no tile with an observation of its band reaches stays NaN (logged).
+
+    Args:
+        module: the loaded model (``DepthDifModule``).
+        grid: the observations.
+        ensemble_size: members per tile.
+        steps: sampling steps per member.
+        stride: px between tile origins; default half the model's patch size.
+        batch_size: tiles sampled at once.
+        seed: sampling seed of the first batch of tiles (batch k: ``seed`` + its first tile's position).
+
+    Returns:
+        ``(mean, std)``, (C, ny, nx) float32 °C each, NaN on land.
+
+    Raises:
+        ReconstructionError: the grid is smaller than one patch, or it holds no observed ocean value.
     """
     settings = module.settings
     size = int(settings["export"]["patch_size"])
@@ -482,7 +508,25 @@ _ENCODING_ATTRS = ("_FillValue", "missing_value", "valid_min", "valid_max", "val
 def reconstruction_dataset(mean: np.ndarray, std: np.ndarray, observed_mask: np.ndarray, ocean: np.ndarray,
                            latitude: xr.DataArray | np.ndarray, longitude: xr.DataArray | np.ndarray,
                            depths: list[float], date: int, source: str, truth: np.ndarray | None = None) -> xr.Dataset:
-    """CF-1.8 dataset of one reconstructed month: (time, depth, latitude, longitude)."""
+    """CF-1.8 dataset of one reconstructed month: (time, depth, latitude, longitude).
+
+    Args:
+        mean: (C, ny, nx) ensemble mean, °C.
+        std: (C, ny, nx) ensemble standard deviation, °C.
+        observed_mask: (C, ny, nx) bool, the observed cells.
+        ocean: (C, ny, nx) bool, the ocean cells.
+        latitude: (ny,) degrees north (a DataArray keeps its attributes).
+        longitude: (nx,) degrees east (a DataArray keeps its attributes).
+        depths: (C,) depth of each band, m.
+        date: YYYYMMDD of the month (the ``time`` coordinate).
+        source: the dataset's ``source`` attribute.
+        truth: (C, ny, nx) °C the observations were drawn from (the evaluation), or None.
+
+    Returns:
+        ``thetao``, ``thetao_std`` (degC), ``observation_mask``, ``ocean_mask`` (int8) and, with ``truth``,
+        ``thetao_truth``, each (1, C, ny, nx), with CF coordinates and global attributes.
+    """
+
     time = np.array([np.datetime64(f"{str(date)[:4]}-{str(date)[4:6]}-{str(date)[6:8]}", "ns")])
     dims = ("time", "depth", "latitude", "longitude")
     lat = latitude if isinstance(latitude, xr.DataArray) else xr.DataArray(latitude, dims="latitude")

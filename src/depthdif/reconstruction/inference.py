@@ -73,6 +73,13 @@ def on_device(batch: dict, device: torch.device) -> dict:
     A batch already there is returned itself, not a copy: the model caches its first guess on the batch dict
     (``DepthDifModule.first_guess_of``), and the ensemble, the conditional mean and the scores of one batch
     should share one cokriging solve.
+
+    Args:
+        batch: a batch of the batch contract (tensors and other values).
+        device: the target device.
+
+    Returns:
+        ``batch`` itself when every tensor is on ``device``, else a new dict with the tensors moved.
     """
     if all(value.device == device for value in batch.values() if torch.is_tensor(value)):
         return batch
@@ -81,22 +88,37 @@ def on_device(batch: dict, device: torch.device) -> dict:
 
 @dataclass
 class TileInput:
-    """One patch of observations in °C. ``observed``: (C, H, W), NaN where not observed or land."""
+    """One patch of observations in °C.
+
+    Args:
+        observed: (C, H, W) °C, NaN where not observed or land.
+        ocean: (C, H, W) bool, True on ocean (for that band's depth).
+        eo: (H, W) surface (EO) temperature, °C, NaN on land; eo_4band only, else None.
+        date: YYYYMMDD the model is conditioned on.
+        lat_centre: latitude of the patch centre, degrees north.
+        lon_centre: longitude of the patch centre, degrees east.
+        surface: (S, H, W) the model's other surface fields (export.surface_variables, e.g. zos in m), each in
+            its own unit, NaN where no value; None (or S = 0) for a model without them.
+    """
 
     observed: np.ndarray
-    ocean: np.ndarray  # (C, H, W) bool
-    eo: np.ndarray | None  # (H, W) °C, NaN on land; eo_4band only
-    date: int  # YYYYMMDD
+    ocean: np.ndarray
+    eo: np.ndarray | None
+    date: int
     lat_centre: float
     lon_centre: float
-    # (S, H, W) the model's other surface fields (export.surface_variables, e.g. zos in m), each in its own unit,
-    # NaN where no value; None (or S = 0) for a model without them
     surface: np.ndarray | None = None
 
 
 def surface_variables(settings: dict) -> tuple[str, ...]:
-    """The surface variables besides the EO band a model is conditioned on (``export.surface_variables`` of an
-    eo_4band model; () for temp_v1 and for checkpoints saved before them)."""
+    """The surface variables besides the EO band a model is conditioned on.
+
+    Args:
+        settings: the checkpoint's settings (:func:`depthdif.models.module.model_settings`).
+
+    Returns:
+        ``export.surface_variables`` of an eo_4band model; () for temp_v1 and for checkpoints saved before them.
+    """
     from depthdif.models.module import surface_variables_of  # lazy: the module pulls in Lightning
 
     return surface_variables_of(settings)
@@ -132,7 +154,19 @@ def band_depths(settings: dict, where: str = "the model") -> list[float]:
 
 
 def target_depths(settings: dict, where: str = "the model") -> list[float]:
-    """Depths (m) of the bands the model reconstructs (C of the batch contract); see :func:`band_depths`."""
+    """Depths (m) of the bands the model reconstructs (C of the batch contract); see :func:`band_depths`.
+
+    Args:
+        settings: the checkpoint's settings.
+        where: the checkpoint, for the error message.
+
+    Returns:
+        One depth in metres per target band: the ``dataset.temp_v1_band`` channel's for temp_v1, channels
+        1.. for eo_4band.
+
+    Raises:
+        CheckpointError: as :func:`band_depths`.
+    """
     depths = band_depths(settings, where)
     if settings["variant"] == "temp_v1":
         return [depths[settings["dataset"]["temp_v1_band"]]]
@@ -140,7 +174,22 @@ def target_depths(settings: dict, where: str = "the model") -> list[float]:
 
 
 def build_batch(tiles: Sequence[TileInput], settings: dict) -> dict[str, torch.Tensor]:
-    """Stack tiles into a batch of the sample contract (normalised, 0 where hidden or land)."""
+    """Stack tiles into a batch of the sample contract (normalised, 0 where hidden or land).
+
+    Args:
+        tiles: B patches of the same shape.
+        settings: the checkpoint's settings (``variant``, ``dataset.first_guess``, surface variables).
+
+    Returns:
+        Tensors of the batch contract (:mod:`depthdif.data.dataset`): ``x``, ``valid_mask``, ``land_mask``, ``y``
+        (zeros: unknown) (B, C, H, W) float32, ``x`` in z-scores of Kelvin; ``date`` (B,) int64 YYYYMMDD;
+        ``coords`` (B, 2) degrees; for eo_4band ``eo`` (B, 1, H, W) z-scores, ``eo_available`` (B, 1) and
+        ``surface`` (B, S, H, W) in their own units when the model has surface variables; with
+        ``dataset.first_guess`` ``first_guess`` (B, C, H, W) z-scores.
+
+    Raises:
+        ValueError: an eo_4band model with surface variables and a tile without (S, H, W) ``surface``.
+    """
     ocean = np.stack([t.ocean for t in tiles]).astype(bool)
     observed = np.stack([t.observed for t in tiles])
     valid = np.isfinite(observed) & ocean
@@ -197,7 +246,18 @@ def _surface_stack(tiles: Sequence[TileInput], names: Sequence[str], eo_finite: 
 
 
 def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """Ensemble of the model in °C: (mean, std, members) with members (B, N, C, H, W), NaN on land."""
+    """Ensemble of the model in °C, NaN on land.
+
+    Args:
+        module: the loaded model (``DepthDifModule``); sampling runs on its device.
+        batch: a batch of the batch contract (CPU tensors; moved with :func:`on_device`).
+        ensemble_size: members N per patch.
+        steps: sampling steps per member.
+        seed: seed of the noise, drawn on the CPU (the same ensemble on any device).
+
+    Returns:
+        ``(mean, std, members)``: mean and std (B, C, H, W) °C over the members, members (B, N, C, H, W) °C.
+    """
     # the noise is drawn on the CPU whatever the device (same seed, same ensemble on a GPU or a CPU)
     generator = torch.Generator().manual_seed(seed)
     members_z = module.sample(on_device(batch, module.device), num_samples=ensemble_size, steps=steps,
@@ -211,7 +271,15 @@ def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: in
 
 
 def first_guess_celsius(module, batch: dict) -> tuple[np.ndarray, np.ndarray]:
-    """The model's cokriging first guess in °C and its posterior sigma in °C, (B, C, H, W), NaN on land."""
+    """The model's cokriging first guess and its posterior sigma, NaN on land.
+
+    Args:
+        module: the loaded model, with a first guess (``dataset.first_guess``).
+        batch: a batch of the batch contract.
+
+    Returns:
+        ``(guess, sigma)``, (B, C, H, W) float64 °C each; sigma is 0 at observed pixels.
+    """
     guess_z, sigma_c = module.first_guess_of(on_device(batch, module.device))
     ocean = batch["land_mask"].numpy() > 0
     guess = np.where(ocean, temperature_denormalize(guess_z.double().cpu().numpy()), np.nan)
@@ -219,7 +287,17 @@ def first_guess_celsius(module, batch: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def conditional_mean_celsius(module, batch: dict, seed: int = 0) -> np.ndarray:
-    """The network's one-call estimate of the conditional mean (see DepthDifModule.conditional_mean), °C."""
+    """The network's one-call estimate of the conditional mean (see DepthDifModule.conditional_mean).
+
+    Args:
+        module: the loaded model, in residual units.
+        batch: a batch of the batch contract.
+        seed: seed of the noise the network is called on.
+
+    Returns:
+        (B, C, H, W) float64 °C, NaN on land.
+    """
+
     generator = torch.Generator().manual_seed(seed)
     estimate = module.conditional_mean(on_device(batch, module.device), generator=generator).double().cpu().numpy()
     return np.where(batch["land_mask"].numpy() > 0, temperature_denormalize(estimate), np.nan)

@@ -31,7 +31,33 @@ MONTH_SEED_OFFSET = 1_000_003  # keeps the whole-region masks apart from the per
 
 def reconstruct_month(module, config: Mapping, index: pd.DataFrame, variant: str, date: int, path: Path,
                       seed: int = 0, ensemble_size: int | None = None, steps: int | None = None) -> Path:
-    """Reconstruct the month ``date`` (YYYYMMDD of the index) over the exported grid; write CF NetCDF."""
+    """Reconstruct the month ``date`` (YYYYMMDD of the index) over the exported grid; write CF NetCDF.
+
+    The month's levels are read from its raw file as the export reads them; observations are drawn with the
+    val protocol's rectangle masks (``dataset.mask_fraction``, seeded by ``seed``, ``date`` and band), then
+    :func:`depthdif.reconstruction.gridded.reconstruct_grid` rebuilds the region with a 3/4-patch stride.
+
+    Args:
+        module: the loaded model.
+        config: the run config (``data_dir``, ``export``, ``dataset``, ``evaluate``).
+        index: the split index (its ``date`` and ``source_file`` columns).
+        variant: ``temp_v1`` or ``eo_4band``.
+        date: YYYYMMDD, a value of the index's ``date`` column.
+        path: the NetCDF to write.
+        seed: the masks' and the sampler's seed.
+        ensemble_size: members; default ``min(8, evaluate.ensemble_size)``.
+        steps: sampling steps; default ``evaluate.sampling_steps``.
+
+    Returns:
+        ``path``: the :func:`~depthdif.reconstruction.gridded.reconstruction_dataset` with ``thetao_truth``
+        and the RMSE (°C) on the hidden ocean in its attribute ``rmse_hidden_c``.
+
+    Raises:
+        ValueError: no patch of ``date`` in the index, or the file's levels are not the model's.
+        ExportError: the month's raw file cannot be read.
+        ReconstructionError: the file cannot give the model's surface variables.
+    """
+
     rows = index[index["date"] == date]
     if rows.empty:
         raise ValueError(f"no patch of date {date} in the index; pick a date from its 'date' column.")

@@ -88,36 +88,61 @@ class ProfileFileError(FieldFileError):
 
 @dataclass
 class Profiles:
-    """Vertical profiles as read, one row per profile, NaN (NaT) where a value is missing."""
+    """Vertical profiles as read, one row per profile, NaN (NaT) where a value is missing.
 
-    latitude: np.ndarray  # (P,) float64 degrees_north
-    longitude: np.ndarray  # (P,) float64 degrees_east
-    time: np.ndarray  # (P,) datetime64[ns]
-    depth: np.ndarray  # (P, L) float64 m below the surface (positive down)
-    temperature: np.ndarray  # (P, L) float64 °C
-    source: str  # the file (or "<xarray Dataset>"), for messages
-    flagged: np.ndarray | None = None  # (P,) bool: position or date flagged bad by a QC flag
+    Args:
+        latitude: (P,) float64 degrees_north.
+        longitude: (P,) float64 degrees_east.
+        time: (P,) datetime64[ns].
+        depth: (P, L) float64 m below the surface (positive down).
+        temperature: (P, L) float64 °C.
+        source: the file (or ``"<xarray Dataset>"``), for messages.
+        flagged: (P,) bool, position or date flagged bad by a QC flag; None when the file has no such flags.
+    """
+
+    latitude: np.ndarray
+    longitude: np.ndarray
+    time: np.ndarray
+    depth: np.ndarray
+    temperature: np.ndarray
+    source: str
+    flagged: np.ndarray | None = None
 
 
 @dataclass
 class ModelGrid:
-    """The cells observations are binned onto: the reconstruction's latitude/longitude and ocean."""
+    """The cells observations are binned onto: the reconstruction's latitude/longitude and ocean.
 
-    latitude: np.ndarray  # (ny,) cell centres, degrees_north
-    longitude: np.ndarray  # (nx,) cell centres, degrees_east
-    ocean: np.ndarray  # (C, ny, nx) bool, one layer per model depth
-    depths: list[float]  # (C,) m, the model's depths
+    Args:
+        latitude: (ny,) cell centres, degrees_north.
+        longitude: (nx,) cell centres, degrees_east.
+        ocean: (C, ny, nx) bool, one layer per model depth.
+        depths: (C,) the model's depths, m.
+        latitude_attrs: the grid file's latitude attributes, carried into the output.
+        longitude_attrs: the same for longitude.
+    """
+
+    latitude: np.ndarray
+    longitude: np.ndarray
+    ocean: np.ndarray
+    depths: list[float]
     latitude_attrs: dict = field(default_factory=dict)
     longitude_attrs: dict = field(default_factory=dict)
 
 
 @dataclass
 class BinnedProfiles:
-    """Profiles averaged per grid cell and model depth."""
+    """Profiles averaged per grid cell and model depth.
 
-    observed: np.ndarray  # (C, ny, nx) float64 °C, NaN where no profile reached the cell
-    count: np.ndarray  # (C, ny, nx) int32, profiles averaged into each cell
-    report: dict[str, int]  # profiles_read, profiles_used and profiles_<reason> for each DROP_REASONS
+    Args:
+        observed: (C, ny, nx) float64 °C, NaN where no profile reached the cell.
+        count: (C, ny, nx) int32, profiles averaged into each cell.
+        report: ``profiles_read``, ``profiles_used`` and ``profiles_<reason>`` for each of ``DROP_REASONS``.
+    """
+
+    observed: np.ndarray
+    count: np.ndarray
+    report: dict[str, int]
 
 
 # ----------------------------------------------------------------------------- which files are profiles
@@ -627,7 +652,16 @@ def _drop_reasons(profiles: Profiles, month: int, inside: np.ndarray, any_ocean:
 
 
 def report_text(report: Mapping[str, int], source: str, month: int) -> str:
-    """The log line of a binning: ``profiles.nc: 40 profiles read, 38 used; not used: 2 outside the grid``."""
+    """The log line of a binning: ``profiles.nc: 40 profiles read, 38 used; not used: 2 outside the grid``.
+
+    Args:
+        report: :attr:`BinnedProfiles.report`.
+        source: the profile file, as named in the line.
+        month: YYYYMM of the reconstruction.
+
+    Returns:
+        One line of text.
+    """
     dropped = [f"{report[f'profiles_{r}']} {DROP_TEXT[r]}" for r in DROP_REASONS if report[f"profiles_{r}"]]
     text = f"{source}: {report['profiles_read']} profiles read, {report['profiles_used']} used for {month // 100}-" \
            f"{month % 100:02d}"
@@ -745,6 +779,15 @@ def reconstruction_date(given: int | None, surface: xr.Dataset | None, surface_w
     ``given`` (``--date``) first; else the surface field's own date (a month of SST belongs to one month); else
     the 15th of the month holding the most dated profiles.
 
+    Args:
+        given: YYYYMMDD given by the user (``--date``, ``date=``), or None.
+        surface: the surface field, or None.
+        surface_where: the surface field's name, for messages.
+        profiles: the profiles (their ``time``).
+
+    Returns:
+        ``(YYYYMMDD, where it came from)``, the second a phrase for the log.
+
     Raises:
         ReconstructionError: ``given`` and the surface field are of different months, or nothing gives a date.
     """
@@ -783,7 +826,8 @@ def _load_module(model, device: str):
 
 def reconstruct(profiles, surface=None, model=None, *, grid=None, date: int | None = None, ensemble_size: int = 8,
                 steps: int = 25, seed: int = 0, fill_values: tuple[float, ...] = (), device: str = "auto") -> xr.Dataset:
-    """``depthdif.reconstruction.gridded``: a trained model applied to profiles (and a surface field) -> a dataset.
+    """``depthdif.reconstruct``: a trained model applied to profiles (and a surface field) -> a dataset.
+
 
     Args:
         profiles: a profile NetCDF or CSV path, an ``N_PROF x N_LEVELS`` xr.Dataset (see

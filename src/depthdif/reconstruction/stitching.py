@@ -12,7 +12,15 @@ EDGE_WEIGHT = 1e-3
 
 
 def blend_window(size: int) -> np.ndarray:
-    """(size, size) weights: a 2-D Hann window, highest in the middle, small but positive at the edges."""
+    """(size, size) weights: a 2-D Hann window, highest in the middle, small but positive at the edges.
+
+    Args:
+        size: tile side, px.
+
+    Returns:
+        (size, size) float64, the outer product of ``numpy.hanning`` ramps scaled to a maximum of 1, at least
+        :data:`EDGE_WEIGHT`.
+    """
     ramp = np.hanning(size + 2)[1:-1]  # drop the zero end points of numpy's window
     window = np.outer(ramp, ramp)
     return np.maximum(window / window.max(), EDGE_WEIGHT)
@@ -22,7 +30,19 @@ def stitch(tiles: Iterable[tuple[int, int, np.ndarray]], grid_shape: tuple[int, 
     """Weighted average of (y0, x0, (C, h, w)) tiles on a (C, *grid_shape) grid; NaN where no tile lies.
 
     NaN inside a tile (land) does not count: the other tiles covering that pixel decide it.
+
+    Args:
+        tiles: ``(y0, x0, tile)`` with the tile's origin (px) on the grid and its values (C, h, w), any unit
+            (°C for temperatures), NaN where it has none.
+        grid_shape: (H, W) of the grid, px.
+
+    Returns:
+        (C, H, W) float64: each pixel the :func:`blend_window`-weighted mean of the tiles' finite values there.
+
+    Raises:
+        ValueError: no tile, a tile that is not 3-D, or a tile that leaves the grid.
     """
+
     total = None
     weight_sum = None
     for y0, x0, tile in tiles:
