@@ -33,10 +33,10 @@ import pandas as pd
 
 from depthdif.atomic import atomic_to_csv, remove_stale_temps
 from depthdif.errors import DepthDifError
+from depthdif.layout import SPLIT_NAME
 
 log = logging.getLogger(__name__)
 
-SPLIT_NAME = "patch_index_split.csv"
 TRAIN, VAL, BUFFER = "train", "val", "buffer"
 _REQUIRED = ("sample_id", "y0", "x0", "patch_size")
 

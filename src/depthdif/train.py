@@ -24,6 +24,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveragi
 from lightning.pytorch.loggers import CSVLogger
 
 from depthdif.atomic import atomic_to_csv
+from depthdif.layout import MODEL_NAME
 from depthdif.models.module import (
     VARIANTS,
     CheckpointError,
@@ -35,7 +36,6 @@ from depthdif.models.module import (
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.ckpt"
 LAST_CKPT = "last.ckpt"
 
 
@@ -469,7 +469,7 @@ def run_training(
             fit_first_guess(module, datamodule, config)
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=True)
 
-    model_path = out_dir / MODEL_FILE
+    model_path = out_dir / MODEL_NAME
     if trainer.is_global_zero:
         ema = next(cb for cb in trainer.callbacks if isinstance(cb, DepthDifEMA))
         save_model(module, measured_x0_error(module, ema.averaged_state_dict(), datamodule, config), model_path)
