@@ -102,3 +102,14 @@ def test_cli_set_override(tmp_path, capsys):
     assert printed["seed"] == 3
     with pytest.raises(ConfigError):
         cli.parse_override("no-equals-sign")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_number_is_refused_naming_its_key(value):
+    """JSON Schema's minimum lets NaN through (a new user's .nan noise fraction trained with no noise)."""
+    from depthdif.config import ConfigError, validate_config
+
+    with pytest.raises(ConfigError, match=r"dataset\.surface_noise_fraction.*not a finite number"):
+        validate_config({"dataset": {"surface_noise_fraction": value}})
+    with pytest.raises(ConfigError, match=r"evaluate\.profile_density_factors\[1\]"):
+        validate_config({"evaluate": {"profile_density_factors": [1.0, value]}})

@@ -215,3 +215,35 @@ def test_month_reconstruction_reads_the_surface_variables_from_its_source(tmp_pa
     xr.open_dataset(REAL).drop_vars("zos").to_netcdf(no_zos)
     with pytest.raises(ReconstructionError, match=r"export.surface_variables \['zos'\].*zos"):
         _surface_fields(settings_of(eo_config(["zos"])), no_zos, "thetao", (), shape)
+
+
+def test_missing_sea_level_is_no_anomaly_not_zero_metres_and_none_at_all_is_refused(tmp_path, zos_checkpoint,
+                                                                                  monkeypatch, caplog):
+    """A new user's case: zos NaN over part of the ocean used to enter the model as 0 m (a false signal next to
+    sea levels of decimetres, 1.7 °C of change in the output); NaN everywhere was accepted silently."""
+    obs = observations(tmp_path)
+    truth = window().isel(time=0)
+    sst = truth["thetao"].isel(depth=0).values
+    ds = window()[["thetao", "zos"]]
+    half = ds["zos"].copy()
+    half[..., half.shape[-1] // 2:] = np.nan
+    ds["zos"] = half
+    path = tmp_path / "half.nc"
+    ds.to_netcdf(path)
+    batches = captured_batches(monkeypatch)
+    with caplog.at_level("WARNING"):
+        reconstruct_file(zos_checkpoint, obs, tmp_path / "out.nc", surface=path, ensemble_size=1, steps=2)
+    assert "no value at" in caplog.text and "'zos'" in caplog.text
+    surface = batches[0]["surface"].numpy()
+    assert np.isfinite(surface).all()
+    # where zos is NaN on the ocean, each tile holds its own mean of the field, not 0
+    for tile, (y0, x0) in zip(surface, tile_origins(sst.shape, SIZE, SIZE // 2), strict=True):
+        cut = (slice(y0, y0 + SIZE), slice(x0, x0 + SIZE))
+        field, ocean = half.values[0][cut], np.isfinite(sst[cut])
+        gap = ocean & np.isnan(field)
+        if gap.any() and (ocean & np.isfinite(field)).any():
+            np.testing.assert_allclose(tile[0][gap], np.nanmean(np.where(ocean, field, np.nan)), rtol=1e-5)
+    ds["zos"] = half * np.nan
+    ds.to_netcdf(tmp_path / "none.nc")
+    with pytest.raises(ReconstructionError, match="no value on any ocean cell"):
+        reconstruct_file(zos_checkpoint, obs, tmp_path / "out2.nc", surface=tmp_path / "none.nc")

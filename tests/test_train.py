@@ -152,3 +152,24 @@ def test_the_index_given_is_the_index_trained_on(tmp_path):
         run_training(config, "temp_v1", tmp_path / "temp_v1", index_csv=given)
     with pytest.raises(PatchIndexError, match=r"nowhere/patches/patch_index_split\.csv not found"):
         run_training(config, "temp_v1", tmp_path / "temp_v1")
+
+
+def test_a_resume_point_of_other_settings_is_set_aside_not_continued(tmp_path, caplog):
+    """Snakemake reruns train_<variant> when its params change; the old last.ckpt must then not be resumed:
+    other weight shapes (a surface variable less) crashed, a changed learning rate after the last step was
+    silently ignored. Raising train.max_steps still continues (the test above)."""
+    out = tmp_path / "eo_4band"
+    config = tiny_config(tmp_path)
+    datamodule = _datamodule("eo_4band")
+    run_training(config, "eo_4band", out, datamodule=datamodule)
+    checkpoints = out / "train" / "checkpoints"
+    assert (out / "train" / "resume_key.json").is_file()
+
+    config["train"]["lr"] = config["train"]["lr"] * 10
+    restarted = StartStep()
+    with caplog.at_level("WARNING", logger="depthdif.train"):
+        run_training(config, "eo_4band", out, datamodule=datamodule, callbacks=[restarted])
+    assert restarted.start_step == 0  # trained again from scratch with the new learning rate
+    assert (out / "train" / "checkpoints.stale" / "last.ckpt").is_file()
+    assert "starting from scratch" in caplog.text
+    assert torch.load(checkpoints / "last.ckpt", weights_only=False)["global_step"] == config["train"]["max_steps"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -91,8 +92,32 @@ def validate_config(config: dict, origin: str = "config") -> dict:
             f"invalid {origin}:\n" + "\n".join(lines) + f"\nFix these keys (every key, its type and default "
             f"is listed in {schema_path()}) and run again."
         )
+    check_finite(config)
     check_consistency(config)
     return config
+
+
+def check_finite(value, key: str = "") -> None:
+    """Refuse NaN and infinity anywhere in the config: JSON Schema's ``minimum``/``maximum`` let NaN through
+    (every comparison with it is false), so ``.nan`` in YAML would pass as any number and silently switch a
+    setting off (e.g. ``dataset.surface_noise_fraction: .nan`` meant no noise at all).
+
+    Args:
+        value: the config or a part of it.
+        key: the dotted key of ``value``, for the message.
+
+    Raises:
+        ConfigError: naming the first key whose value is not a finite number.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"key '{key}': {value} is not a finite number; give a real value (YAML .nan/.inf are "
+                          "refused).")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            check_finite(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_finite(item, f"{key}[{i}]")
 
 
 def check_consistency(config: dict) -> None:

@@ -11,9 +11,12 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,8 +26,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, WeightAveraging
 from lightning.pytorch.loggers import CSVLogger
 
-from depthdif.atomic import atomic_to_csv
-from depthdif.layout import MODEL_NAME
+from depthdif.atomic import atomic_to_csv, atomic_write_text
+from depthdif.layout import MODEL_NAME, data_layout_of
 from depthdif.models.module import (
     VARIANTS,
     CheckpointError,
@@ -195,17 +198,56 @@ def checkpoint_callbacks(checkpoint_dir: Path, every_n_steps: int) -> list[Model
     return [last, best]
 
 
-def resumable_checkpoint(path: Path) -> Path | None:
-    """``path`` if it exists and is readable; a truncated file (killed while writing) is set aside.
+RESUME_KEY = "resume_key.json"  # in train/, beside checkpoints/ (Lightning clears other files from there)
+
+
+def resume_key(module: DepthDifModule, index_csv: Path | None) -> dict:
+    """What a resume point must share with this training to be continued: the module's settings (network,
+    dataset facts, surface variables) and training settings but ``train.max_steps`` (raising it continues a
+    finished run), and the SHA-256 of the split index it trains on (None for an in-memory datamodule).
+
+    Args:
+        module: the freshly built module of this training.
+        index_csv: the split index the datamodule reads, or None.
+
+    Returns:
+        A JSON-able dict, written as ``train/resume_key.json``.
+    """
+    hparams = json.loads(json.dumps(dict(module.hparams), default=str, sort_keys=True))
+    hparams.get("train_config", {}).pop("max_steps", None)
+    digest = hashlib.sha256(Path(index_csv).read_bytes()).hexdigest() if index_csv is not None else None
+    return {"hparams": hparams, "index_sha256": digest}
+
+
+def resumable_checkpoint(path: Path, key: dict | None = None) -> Path | None:
+    """``path`` if it exists, is readable and belongs to this training; a truncated file (killed while writing)
+    is set aside, and so is the whole checkpoint folder of a run made with other settings or data.
+
+    Snakemake reruns ``train_<variant>`` when its params or inputs change, but ``last.ckpt`` of the previous
+    run stays: resuming from it would either fail on other weight shapes (a surface variable more or less) or
+    silently keep the old run (a changed learning rate after the last step).
 
     Args:
         path: ``train/checkpoints/last.ckpt``.
+        key: :func:`resume_key` of this training; None skips the check.
 
     Returns:
-        ``path``, or None when it is missing or unreadable (then renamed to ``last.ckpt.broken``).
+        ``path``, or None when it is missing, unreadable (then renamed to ``last.ckpt.broken``) or from another
+        run (then its folder is renamed to ``checkpoints.stale``, replacing an older one).
     """
     if not path.is_file():
         return None
+    if key is not None:
+        stored = path.parent.parent / RESUME_KEY
+        previous = json.loads(stored.read_text()) if stored.is_file() else None
+        if previous != key:
+            stale = path.parent.with_name(path.parent.name + ".stale")
+            shutil.rmtree(stale, ignore_errors=True)
+            path.parent.replace(stale)
+            why = "no record of its settings" if previous is None else "other settings or another split index"
+            log.warning("%s was written by a training with %s; moved %s to %s and starting from scratch",
+                        path, why, path.parent, stale)
+            return None
     try:
         torch.load(path, map_location="cpu", weights_only=True)  # never unpickle code
     except Exception as err:  # truncated zip, unpickling error, ...
@@ -456,10 +498,16 @@ def run_training(
     tc = config["train"]
     torch.set_num_threads(int(tc["threads"]))
     pl.seed_everything(int(config["seed"]), workers=True)
-    datamodule = datamodule if datamodule is not None else default_datamodule(config, variant, index_csv)
+    given_datamodule = datamodule is not None
+    datamodule = datamodule if given_datamodule else default_datamodule(config, variant, index_csv)
     module = build_module(config, variant, training_depths(datamodule))
     trainer = make_trainer(config, out_dir, callbacks)
-    resume = resumable_checkpoint(out_dir / "train" / "checkpoints" / LAST_CKPT)
+    checkpoints = out_dir / "train" / "checkpoints"
+    used_index = None if given_datamodule else Path(index_csv or data_layout_of(config).split_index)
+    key = resume_key(module, used_index)
+    resume = resumable_checkpoint(checkpoints / LAST_CKPT, key)
+    checkpoints.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(checkpoints.parent / RESUME_KEY, json.dumps(key, indent=1, sort_keys=True) + "\n")
     if resume:
         log.info("resuming %s from %s", variant, resume)  # the first guess's statistics come with it
     else:

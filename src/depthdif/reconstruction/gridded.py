@@ -413,7 +413,30 @@ def _surface_from(ds: xr.Dataset, surface, lat: np.ndarray, lon: np.ndarray, set
     raw = data.transpose(roles["lat"], roles["lon"]).values
     eo = _celsius(raw, data.attrs, f"{surface}: variable '{name}'", fill_values)
     fields = _surface_variables_from(ds, surface, names, lat, lon, obs_path, fill_values) if names else None
+    if fields is not None:
+        _check_surface_coverage(fields, eo, names, surface)
     return eo, fields
+
+
+def _check_surface_coverage(fields: np.ndarray, eo: np.ndarray, names: tuple[str, ...], surface) -> None:
+    """Refuse a surface variable with no value on the ocean of the surface temperature; warn (with the count)
+    where it lacks some: those cells are taken as "no anomaly" (their tile's mean, inference._surface_stack),
+    never as 0 m, which would be a false sea-level signal next to values of a few decimetres.
+
+    Raises:
+        ReconstructionError: a field has no finite value where the surface temperature has one.
+    """
+    ocean = np.isfinite(eo)
+    for name, values in zip(names, fields, strict=True):
+        missing = ocean & ~np.isfinite(values)
+        if ocean.any() and int(missing.sum()) == int(ocean.sum()):
+            raise ReconstructionError(
+                f"variable '{name}' of the surface file {surface} has no value on any ocean cell of the surface "
+                f"temperature; the model needs it (export.surface_variables): give a surface file with {name}."
+            )
+        if missing.any():
+            log.warning("%s: '%s' has no value at %d of %d ocean cells of the surface temperature; they are taken "
+                        "as no anomaly (their tile's mean)", surface, name, int(missing.sum()), int(ocean.sum()))
 
 
 def _check_grid(ds: xr.Dataset, roles: dict[str, str], surface, lat: np.ndarray, lon: np.ndarray, obs_path,

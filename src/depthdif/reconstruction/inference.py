@@ -242,7 +242,13 @@ def _surface_stack(tiles: Sequence[TileInput], names: Sequence[str], eo_finite: 
             raise ValueError(f"the model takes the surface variables {list(names)}: every tile needs surface fields "
                              f"of shape {shape}, got {None if tile.surface is None else np.shape(tile.surface)}")
     surface = np.stack([np.asarray(t.surface, np.float64) for t in tiles])
-    return np.where(eo_finite & np.isfinite(surface), surface, 0.0).astype(np.float32)
+    valid = eo_finite & np.isfinite(surface)
+    # a cell of the ocean without a value is "no anomaly": the tile's mean of that field, not 0 m (a false
+    # signal next to real sea levels); a tile with no value at all has anomaly 0 whatever the constant
+    counts = valid.sum((2, 3), keepdims=True)
+    means = np.where(valid, surface, 0.0).sum((2, 3), keepdims=True) / np.maximum(counts, 1)
+    filled = np.where(valid, surface, np.broadcast_to(means, surface.shape))
+    return np.where(eo_finite, filled, 0.0).astype(np.float32)
 
 
 def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: int = 0) -> tuple[np.ndarray, ...]:
