@@ -57,6 +57,7 @@ import multiprocessing
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -386,18 +387,32 @@ def read_levels(
             or land cannot be read as CF says (see depthdif.cf); the message names the file and the fix.
     """
     path = Path(path)
+    reading = [variable]
+    with _field_file(path, reading) as dataset:
+        return _read_levels_open(dataset, path, variable, depth_indices, tuple(fill_values))
+
+
+@contextmanager
+def _field_file(path: Path, reading: list[str]):
+    """The open NetCDF ``path``; every failure while it is read becomes an ExportError naming the file and
+    ``reading[-1]``, the variable being read (a FieldFileError an ExportFieldError).
+
+    Raises:
+        ExportError: the file is missing, or unreadable (truncated or corrupt).
+        ExportFieldError: its contents cannot be read as CF says.
+    """
     if not path.is_file():
         raise ExportError(f"{path}: listed in the manifest but missing; rerun the download stage")
     try:
         with netCDF4.Dataset(path, "r") as dataset:
-            return _read_levels_open(dataset, path, variable, depth_indices, tuple(fill_values))
+            yield dataset
     except ExportError:
         raise
     except FieldFileError as err:
         raise ExportFieldError(str(err)) from None
     except (OSError, RuntimeError, ValueError, IndexError, KeyError) as err:
         raise ExportError(
-            f"{path}: cannot read {variable} ({type(err).__name__}: {err}); the file is probably truncated "
+            f"{path}: cannot read {reading[-1]} ({type(err).__name__}: {err}); the file is probably truncated "
             "or corrupt: delete it and rerun the download stage"
         ) from err
 
@@ -526,24 +541,13 @@ def read_surfaces(
         ExportError, ExportFieldError: as ``read_surface``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: listed in the manifest but missing; rerun the download stage")
-    variable = variables[0] if variables else ""
-    try:
-        with netCDF4.Dataset(path, "r") as dataset:
-            fields = []
-            for variable in variables:
-                fields.append(_read_surface_open(dataset, path, variable, grid_variable, tuple(fill_values)))
-            return fields
-    except ExportError:
-        raise
-    except FieldFileError as err:
-        raise ExportFieldError(str(err)) from None
-    except (OSError, RuntimeError, ValueError, IndexError, KeyError) as err:
-        raise ExportError(
-            f"{path}: cannot read {variable} ({type(err).__name__}: {err}); the file is probably truncated "
-            "or corrupt: delete it and rerun the download stage"
-        ) from err
+    reading = [variables[0] if variables else ""]
+    with _field_file(path, reading) as dataset:
+        fields = []
+        for variable in variables:
+            reading.append(variable)
+            fields.append(_read_surface_open(dataset, path, variable, grid_variable, tuple(fill_values)))
+        return fields
 
 
 def _surface_roles(dataset, var, path: Path) -> dict[str, int]:
