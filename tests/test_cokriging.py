@@ -152,6 +152,7 @@ def trained_first_guess_module(variant: str, tmp_path, sigma_floor: float | None
 def test_untrained_model_samples_the_first_guess_posterior(variant, tmp_path):
     """An untrained residual model: ensemble mean = first guess, spread = its posterior sigma (sampling error)."""
     module = trained_first_guess_module(variant, tmp_path)
+    module.model_config["antithetic_sampling"] = False  # independent members (antithetic: test_sampling_variance)
     batch = make_batch(variant, batch_size=4, seed=2, size=SIZE, mask_fraction=0.9)
     members = 64
     samples = module.sample(batch, members, steps=6, generator=torch.Generator().manual_seed(0))

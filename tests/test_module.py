@@ -171,7 +171,7 @@ def test_checkpoint_round_trip_with_weights_only(tmp_path, variant):
     save_model(module, module.state_dict(), path)
 
     payload = torch.load(path, weights_only=True)
-    assert payload["variant"] == variant and payload["format_version"] == FORMAT_VERSION == 5
+    assert payload["variant"] == variant and payload["format_version"] == FORMAT_VERSION == 6
     assert payload["num_bands"] == module.num_bands
     assert payload["config"]["model"]["dim"] == 8
 

@@ -40,6 +40,9 @@ from depthdif.models.module import (
 log = logging.getLogger(__name__)
 
 LAST_CKPT = "last.ckpt"
+# training batches the shrinkage of the network's output is fitted on (50 timestep bins each): 16 left the
+# factor at t = T noisy (0.83 vs 0.28 with 48 on the default temp_v1 model); 32 costs ~1 min per variant on CPU
+SHRINKAGE_BATCHES = 32
 
 
 def warmup_ema(decay: float):
@@ -435,31 +438,39 @@ def fit_surface_scale(module: DepthDifModule, datamodule: pl.LightningDataModule
              list(module.surface_variables), [f"{float(v):.4g}" for v in scale], seen)
 
 
-def measured_x0_error(module: DepthDifModule, state: dict[str, torch.Tensor], datamodule, config: Mapping
-                      ) -> dict[str, torch.Tensor]:
-    """The averaged weights with the network's x0 error by timestep measured on training batches (the analytic
-    reverse variance of the ddpm sampler, Bao et al. 2022, "Analytic-DPM", ICLR); unchanged for other samplers
-    and units.
+def fitted_sampling_statistics(module: DepthDifModule, state: dict[str, torch.Tensor], datamodule,
+                               config: Mapping) -> dict[str, torch.Tensor]:
+    """The averaged weights with what sampling needs measured on training batches: the shrinkage of the
+    network's correction (``model.output_shrinkage``, :mod:`depthdif.models.shrinkage`), then, with that
+    shrinkage in place, the network's x0 error by timestep (the analytic reverse variance of the ddpm sampler,
+    Bao et al. 2022, "Analytic-DPM", ICLR).
 
     Args:
         module: the trained module (its architecture; its weights are not changed).
         state: the EMA state dict (:meth:`DepthDifEMA.averaged_state_dict`).
         datamodule: the training datamodule.
-        config: the validated run config (``model.sampler``, ``model.ddpm_variance``, ``loader.batch_size``,
-            ``seed``).
+        config: the validated run config (``model.output_shrinkage``, ``model.sampler``, ``model.ddpm_variance``,
+            ``loader.batch_size``, ``seed``).
 
     Returns:
-        ``state`` with the measured x0 error buffers filled (see ``DepthDifModule.fit_x0_error``), or
-        ``state`` itself when the sampler is not ddpm with the analytic variance or there is no first guess.
+        ``state`` with the fitted buffers filled (see ``DepthDifModule.fit_output_shrinkage`` and
+        ``fit_x0_error``), or ``state`` itself when the model has no first guess or neither is asked for.
     """
     mc = config["model"]
-    if module.cokriging is None or mc["sampler"] != "ddpm" or mc["ddpm_variance"] != "analytic":
+    shrink = bool(mc["output_shrinkage"])
+    analytic = mc["sampler"] == "ddpm" and mc["ddpm_variance"] == "analytic"
+    if module.cokriging is None or not (shrink or analytic):
         return state
     averaged = copy.deepcopy(module)
     averaged.load_state_dict(state)
     averaged.eval()
-    batches = training_batches(datamodule, int(config["loader"]["batch_size"]), int(config["seed"]) + 2)
-    averaged.fit_x0_error(batches, seed=int(config["seed"]))
+    seed = int(config["seed"])
+    batch_size = int(config["loader"]["batch_size"])
+    if shrink:  # the same network calls measure the shrunk denoiser's x0 error
+        averaged.fit_output_shrinkage(training_batches(datamodule, batch_size, seed + 2),
+                                      max_batches=SHRINKAGE_BATCHES, seed=seed, x0_error=analytic)
+    elif analytic:
+        averaged.fit_x0_error(training_batches(datamodule, batch_size, seed + 2), seed=seed)
     return averaged.state_dict()
 
 
@@ -520,7 +531,7 @@ def run_training(
     model_path = out_dir / MODEL_NAME
     if trainer.is_global_zero:
         ema = next(cb for cb in trainer.callbacks if isinstance(cb, DepthDifEMA))
-        save_model(module, measured_x0_error(module, ema.averaged_state_dict(), datamodule, config), model_path)
+        save_model(module, fitted_sampling_statistics(module, ema.averaged_state_dict(), datamodule, config), model_path)
         merged = merge_metrics(out_dir / "train" / "csv_logs", out_dir / "train" / "metrics.csv")
         last_val = merged["val/rmse_c"].dropna() if "val/rmse_c" in merged else pd.Series(dtype=float)
         log.info(

@@ -17,7 +17,11 @@ member variance.  For a calibrated N-member ensemble (truth and members exchange
 distribution of variance sigma^2) the ensemble mean's squared error has expectation
 ``sigma^2 + sigma^2/N = (N+1)/N sigma^2`` while ``E[s^2] = sigma^2``; the factor makes the ratio 1 for a
 calibrated ensemble of any size (Fortin et al. 2014, J. Hydrometeor.).  < 1: over-confident; > 1:
-under-confident.
+under-confident.  An ensemble drawn in antithetic pairs (members k and k + N/2 from noises z and -z,
+``model.antithetic_sampling``) has dependent members: its variance is estimated from the pairs of members of
+different draws only (unbiased), and without the (N+1)/N factor, because antithetic pairs remove the ensemble
+mean's sampling error where the sampler is linear in its noise (a calibrated antithetic ensemble then scores
+between ``sqrt(N/(N+1))`` and 1).  Its CRPS is that of the members as issued, like any ensemble's.
 
 All inputs must already be in °C (``depthdif.data.normalization.temperature_denormalize`` for z-scores).
 """
@@ -111,10 +115,30 @@ class BandScore:
         )
 
 
-def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, sigma: np.ndarray | None = None) -> _Sums:
+def antithetic_variance(members: np.ndarray) -> np.ndarray:
+    """Unbiased variance of an ensemble drawn in antithetic pairs, from the pairs of members of different draws.
+
+    Args:
+        members: (N, n) members, N >= 3, member k + N // 2 the antithetic partner of member k (k < N // 2).
+
+    Returns:
+        (n,) the mean over non-partner pairs of ``(x_j - x_k)^2 / 2``, in the members' units squared.
+    """
+    n_members = members.shape[0]
+    half = n_members // 2
+    pairs = n_members * (n_members - 1) / 2 - half
+    if pairs <= 0:
+        raise ScoreInputError(f"an antithetic ensemble needs at least 3 members to estimate its spread; got {n_members}")
+    all_pairs = n_members * ((members - members.mean(axis=0)) ** 2).sum(axis=0)  # sum over j < k of (x_j - x_k)^2
+    partners = ((members[:half] - members[half : 2 * half]) ** 2).sum(axis=0)
+    return (all_pairs - partners) / (2 * pairs)
+
+
+def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, sigma: np.ndarray | None = None,
+               antithetic: bool = False) -> _Sums:
     """Sums of one band: ``pred`` of truth's shape (deterministic) or with a leading member axis; with ``sigma``
     (truth's shape, °C) a deterministic ``pred`` is the mean of a Gaussian posterior, scored with its CRPS and
-    its spread ``sigma``."""
+    its spread ``sigma``; ``antithetic`` marks an ensemble drawn in antithetic pairs (module doc)."""
     pred = np.asarray(pred, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.float64)
     region = np.asarray(region)
@@ -165,7 +189,10 @@ def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, sigma: n
     n_members = x.shape[0]
     if is_ensemble and n_members > 1 and y.size:
         sums.ensemble_n = sums.n
-        sums.corrected_var = float((n_members + 1) / n_members * x.var(axis=0, ddof=1).sum())
+        if antithetic and n_members > 2:
+            sums.corrected_var = float(antithetic_variance(x).sum())
+        else:
+            sums.corrected_var = float((n_members + 1) / n_members * x.var(axis=0, ddof=1).sum())
         sums.ensemble_sse = sums.sse
     return sums
 
@@ -315,14 +342,16 @@ class ScoreAccumulator:
         *,
         location: Hashable | None = None,
         sigma: np.ndarray | None = None,
+        antithetic: bool = False,
     ) -> BandScore:
         """Pool one patch's band (arguments as :func:`score_band`); returns that patch's own scores.
 
         ``location`` (any hashable, e.g. the patch's ``(y0, x0)``) also adds the patch's squared errors and
         pixel count to that location's sums (:meth:`location_sums`); None keeps only the pooled sums.
         ``sigma`` (°C, truth's shape) scores a deterministic ``pred`` as a Gaussian posterior (CRPS, spread).
+        ``antithetic``: the ensemble ``pred`` was drawn in antithetic pairs (its spread, module doc).
         """
-        sums = _band_sums(pred, truth, region, sigma)
+        sums = _band_sums(pred, truth, region, sigma, antithetic)
         if location is not None:
             try:
                 hash(location)

@@ -139,6 +139,9 @@ def score_diffusion(module, items: EvalItems, fraction: float, depths: list[floa
     out: dict[str, list[np.ndarray]] = {"mean": [], "std": [], "single": [], COKRIGING: [], CONDITIONAL_MEAN: [],
                                         "ranks": []}
     start = 0
+    antithetic = module.antithetic_members(ensemble_size)
+    # the rank histogram needs exchangeable members: with antithetic pairs, one member of each pair
+    independent = slice(0, ensemble_size - ensemble_size // 2) if antithetic else slice(None)
     for batch in tqdm(items.batches, desc=f"diffusion @ {fraction}", unit="batch", leave=False):
         mean, std, members = sample_celsius(module, batch, ensemble_size, steps, seed=seed + start)
         size = mean.shape[0]
@@ -151,14 +154,15 @@ def score_diffusion(module, items: EvalItems, fraction: float, depths: list[floa
             for i in range(size):
                 where = {"location": items.locations[start + i]}
                 ocean_members = np.nan_to_num(members[i, :, b])  # land is outside the region anyway
-                scores.add(ENSEMBLE_MEAN, b, fraction, ocean_members, truth[i, b], hidden[i, b], depth, **where)
+                scores.add(ENSEMBLE_MEAN, b, fraction, ocean_members, truth[i, b], hidden[i, b], depth,
+                           antithetic=antithetic, **where)
                 scores.add(SINGLE_SAMPLE, b, fraction, ocean_members[0], truth[i, b], hidden[i, b], depth, **where)
                 if extra:
                     scores.add(COKRIGING, b, fraction, np.nan_to_num(extra[COKRIGING][i, b]), truth[i, b], hidden[i, b],
                                depth, sigma=np.nan_to_num(sigma[i, b]), **where)
                     scores.add(CONDITIONAL_MEAN, b, fraction, np.nan_to_num(extra[CONDITIONAL_MEAN][i, b]),
                                truth[i, b], hidden[i, b], depth, **where)
-        out["ranks"].append(rank_counts(members, truth, hidden, ensemble_size))
+        out["ranks"].append(rank_counts(members[:, independent], truth, hidden))
         out["mean"].append(mean)
         out["std"].append(std)
         out["single"].append(members[:, 0])
@@ -170,18 +174,18 @@ def score_diffusion(module, items: EvalItems, fraction: float, depths: list[floa
     return result
 
 
-def rank_counts(members: np.ndarray, truth: np.ndarray, hidden: np.ndarray, ensemble_size: int) -> np.ndarray:
+def rank_counts(members: np.ndarray, truth: np.ndarray, hidden: np.ndarray) -> np.ndarray:
     """Rank histogram: the truth's rank among the N members at hidden pixels (ties split at random, seed 0).
 
     Args:
         members: (B, N, C, H, W) ensemble members, °C.
         truth: (B, C, H, W) true field, °C.
         hidden: (B, C, H, W) bool, the scored pixels.
-        ensemble_size: N.
 
     Returns:
         (C, N + 1) int64 counts per band; a flat histogram means a calibrated ensemble.
     """
+    ensemble_size = members.shape[1]
     counts = np.zeros((members.shape[2], ensemble_size + 1), dtype=np.int64)
     rng = np.random.default_rng(0)
     for b in range(members.shape[2]):

@@ -36,15 +36,21 @@ from depthdif.data.normalization import Y_STD, temperature_error_to_celsius
 from depthdif.errors import DepthDifError
 from depthdif.models.diffusion import GaussianDiffusion, loss_region, masked_mse
 from depthdif.models.samplers import SAMPLERS, analytic_extra_variance, make_sampler, sample_loop
+from depthdif.models.shrinkage import (
+    HIDDEN_FRACTION_EDGES,
+    SHRINKAGE_TIME_BINS,
+    ShrinkageFit,
+    shrinkage_factors,
+)
 from depthdif.models.unet import ConvNeXtUNet, coords_to_unit_sphere, date_to_day_of_year
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("temp_v1", "eo_4band")
-FORMAT_VERSION = 5  # 2: cokriging statistics in the state dict (model.working_units); 3: export.depth_values_m;
+FORMAT_VERSION = 6  # 2: cokriging statistics in the state dict (model.working_units); 3: export.depth_values_m;
 # 4: the first guess's per-band mean level (cokriging.band_mean); 5: surface variables (export.surface_variables,
-# surface_scale, cokriging slopes per drift field)
-READABLE_FORMATS = (2, 3, 4, 5)  # a format-2 model has no depths (m) of its bands: see inference.band_depths
+# surface_scale, cokriging slopes per drift field); 6: the fitted shrinkage of the network's output (output_shrinkage)
+READABLE_FORMATS = (2, 3, 4, 5, 6)  # a format-2 model has no depths (m) of its bands: see inference.band_depths
 # keys of a Lightning checkpoint (last.ckpt, best-*.ckpt): a training resume point, not a model.ckpt
 LIGHTNING_KEYS = frozenset({"pytorch-lightning_version", "global_step", "optimizer_states", "loops"})
 RESIDUAL_UNITS = "first_guess"
@@ -268,6 +274,10 @@ class DepthDifModule(pl.LightningModule):
         # -1 (unmeasured) until measured after training: an untrained network's is 1 - alpha_bar (see x0_error);
         # not NaN, so that equal states compare equal (DDP ranks, checkpoints)
         self.register_buffer("x0_error_table", torch.full((X0_ERROR_BINS,), -1.0, dtype=torch.float64))
+        # the factor of the network's correction per timestep bin, hidden-fraction class and band, fitted on
+        # training batches after training (fit_output_shrinkage, depthdif.models.shrinkage); 1 until fitted
+        self.register_buffer("output_shrinkage", torch.ones(
+            (SHRINKAGE_TIME_BINS, len(HIDDEN_FRACTION_EDGES) + 1, self.num_bands), dtype=torch.float64))
         self.net = ConvNeXtUNet(
             in_channels=input_channels(self.num_bands, self.variant, self.first_guess, self.residual,
                                        len(self.surface_variables)),
@@ -472,12 +482,27 @@ class DepthDifModule(pl.LightningModule):
         Returns:
             (B, C, H, W): the x0 estimate (or the noise, for ``model.parameterization: eps``), working units.
         """
-        coords, doy = self.conditioning(batch)
-        output = self.net(self.network_input(batch, noisy), timesteps, coords, doy)
+        output = self.network_output(batch, noisy, timesteps)
         if not self.residual:
             return output
         alpha_bar = self.diffusion.scheduler.alphas_cumprod.to(noisy.device)[timesteps].view(-1, 1, 1, 1)
-        return alpha_bar.sqrt() * noisy + (1 - alpha_bar).sqrt() * output
+        factors = shrinkage_factors(self.output_shrinkage, timesteps, self.diffusion.num_timesteps,
+                                    batch["valid_mask"], batch["land_mask"]).to(output.dtype)
+        return alpha_bar.sqrt() * noisy + (1 - alpha_bar).sqrt() * factors * output
+
+    def network_output(self, batch: Mapping, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """The raw network output F for noisy targets (before preconditioning and shrinkage).
+
+        Args:
+            batch: the batch in working (or residual) units.
+            noisy: (B, C, H, W) noisy target y_t.
+            timesteps: (B,) long training timesteps.
+
+        Returns:
+            (B, C, H, W) network output, working units.
+        """
+        coords, doy = self.conditioning(batch)
+        return self.net(self.network_input(batch, noisy), timesteps, coords, doy)
 
     # ----------------------------------------------------------------- training
     def diffusion_loss(self, batch: Mapping, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -694,6 +719,7 @@ class DepthDifModule(pl.LightningModule):
             eta=eta,
             generator=generator,
             device=x.device,
+            members=self._noise_members(num_samples),
         )
         # back to normalised units; observations merged exactly there (no round trip through the scale)
         out = offset + anomaly / scale
@@ -722,9 +748,25 @@ class DepthDifModule(pl.LightningModule):
             generator=generator,
             device=guess.device,
             extra_variance=extra,
+            members=self._noise_members(num_samples),
         )
         out = self._residual_to_field(repeated, guess, sigma, residual)
         return out.reshape(batch["x"].shape[0], num_samples, *out.shape[1:])
+
+    def antithetic_members(self, num_samples: int) -> bool:
+        """Whether an ensemble of ``num_samples`` members is drawn in antithetic pairs.
+
+        Args:
+            num_samples: N, members per input.
+
+        Returns:
+            True with ``model.antithetic_sampling`` and N >= 2: member k + N // 2 is then the partner of member k
+            (:func:`depthdif.models.samplers.antithetic_noise`).
+        """
+        return bool(self.model_config["antithetic_sampling"]) and int(num_samples) >= 2
+
+    def _noise_members(self, num_samples: int) -> int:
+        return int(num_samples) if self.antithetic_members(num_samples) else 1
 
     def x0_error(self, timestep: int) -> float:
         """Mean squared x0 error of the network at a training timestep, in residual units: the measured table
@@ -783,6 +825,64 @@ class DepthDifModule(pl.LightningModule):
         self.x0_error_table.copy_(table)
         log.info("network x0 error by timestep (residual units, %d bins): %s ... %s", X0_ERROR_BINS,
                  [round(float(v), 3) for v in table[:3]], [round(float(v), 3) for v in table[-3:]])
+        return table
+
+    @torch.no_grad()
+    def fit_output_shrinkage(self, batches, max_batches: int = 32, seed: int = 0, x0_error: bool = True
+                             ) -> torch.Tensor:
+        """Fit the least-squares factor of the network's correction per timestep bin, hidden-fraction class and
+        band on ``batches`` (training data) and store it in ``output_shrinkage`` (see
+        :mod:`depthdif.models.shrinkage`). Each sample is noised to one timestep drawn uniformly in each bin.
+        With ``x0_error`` the same network calls also give the x0 error of the shrunk denoiser by timestep bin
+        (``x0_error_table``, as :meth:`fit_x0_error` measures it).
+
+        Args:
+            batches: training batches of the batch contract (with ``y``); samples with NaN/inf on the ocean are
+                left out.
+            max_batches: batches used.
+            seed: seed of the timesteps and noise.
+            x0_error: also fill ``x0_error_table``.
+
+        Returns:
+            (SHRINKAGE_TIME_BINS, classes, C) float64 factors in [0, 2].
+
+        Raises:
+            CheckpointError: the model is not in residual units.
+        """
+        if not self.residual:
+            raise CheckpointError("fit_output_shrinkage needs model.working_units 'first_guess'")
+        generator = torch.Generator().manual_seed(seed)
+        self.output_shrinkage.fill_(1.0)
+        fit = ShrinkageFit(self.num_bands)
+        total = self.diffusion.num_timesteps
+        width = total // SHRINKAGE_TIME_BINS
+        alphas = self.diffusion.scheduler.alphas_cumprod
+        for k, batch in enumerate(batches):
+            if k >= max_batches:
+                break
+            batch = finite_samples(batch)
+            batch.pop("_dropped")
+            if not len(batch["y"]):
+                continue
+            batch = {key: v.to(self.device) if torch.is_tensor(v) else v for key, v in batch.items()}
+            work, _, sigma = self.to_residual_units(batch)
+            weight = loss_region(work, "hidden") * (sigma > 0) * work["_sigma_weight"]
+            y = work["y"]
+            for b in range(SHRINKAGE_TIME_BINS):
+                t = b * width + torch.randint(width, (y.shape[0],), generator=generator)
+                noise = torch.randn(y.shape, generator=generator).to(y)
+                noisy = self.diffusion.q_sample(y, noise, t.to(y.device)) * work["land_mask"]
+                abar = alphas.to(y.device)[t.to(y.device)].view(-1, 1, 1, 1).to(y.dtype)
+                correction = (1 - abar).sqrt() * self.network_output(work, noisy, t.to(y.device)).float()
+                fit.add(correction, y - abar.sqrt() * noisy, weight, t, total, work["valid_mask"], work["land_mask"])
+        table = fit.factors()
+        self.output_shrinkage.copy_(table)
+        if x0_error:
+            if SHRINKAGE_TIME_BINS != X0_ERROR_BINS:
+                raise CheckpointError("the shrinkage and x0-error tables must share their timestep bins")
+            self.x0_error_table.copy_(fit.x0_error(table))
+        log.info("network correction factor by hidden-fraction class (mean over timestep bins and bands): %s",
+                 [round(float(v), 3) for v in table.mean(dim=(0, 2))])
         return table
 
     @staticmethod
@@ -988,6 +1088,7 @@ def load_model(
     module = DepthDifModule(settings, sampling_train_config(), payload["num_bands"])
     state = dict(payload["state_dict"])
     state.setdefault("surface_scale", module.surface_scale.clone())  # formats 2-4: no surface variables
+    state.setdefault("output_shrinkage", module.output_shrinkage.clone())  # formats 2-5: the network as trained
     if module.cokriging is not None and "cokriging.band_mean" not in state:
         # formats 2-3 predate it: "not fitted" keeps their first guess as it was trained (Cokriging._band_levels)
         state["cokriging.band_mean"] = module.cokriging.band_mean.clone()

@@ -81,6 +81,71 @@ def merge_observed(sample: torch.Tensor, observed: torch.Tensor, observed_mask: 
     return observed_mask * observed + (1.0 - observed_mask) * sample
 
 
+def antithetic_noise(shape: tuple[int, ...], members: int, generator: torch.Generator | None = None,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """Standard normal noise whose ensemble members come in antithetic pairs (z, -z).
+
+    Rows are sample-major (``i * members + k`` is member k of input i, as :func:`repeat_batch` lays them out);
+    member ``k + members // 2`` gets the negated noise of member k, and an odd last member its own draw. Every
+    member is still exactly N(0, 1); only the pairs are dependent. Antithetic variates (Hammersley & Morton 1956,
+    "A new Monte Carlo technique: antithetic variates", Proc. Camb. Phil. Soc. 52) remove the part of the
+    ensemble mean's sampling error that is odd in the noise; for a diffusion sampler that part is most of it
+    (the reverse map is close to linear in its noise where the network adds little to the first guess).
+
+    Args:
+        shape: (B * members, ...) of the draw.
+        members: N, members per input (1 gives plain noise).
+        generator: CPU (or ``device``) generator, or None.
+        device: where the noise lives.
+
+    Returns:
+        float32 tensor of ``shape``.
+
+    Raises:
+        ValueError: ``shape[0]`` is not a multiple of ``members``.
+    """
+    if members < 2:
+        return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=torch.float32)
+    if shape[0] % members:
+        raise ValueError(f"{shape[0]} rows are not a whole number of {members}-member ensembles")
+    half = members // 2
+    inputs = shape[0] // members
+    draw = randn_tensor((inputs, half + members % 2, *shape[1:]), generator=generator, device=torch.device(device),
+                        dtype=torch.float32)
+    paired = torch.cat([draw[:, :half], -draw[:, :half], draw[:, half:]], dim=1)
+    return paired.reshape(shape)
+
+
+def _ddpm_as_ddim(scheduler: DDPMScheduler) -> tuple[DDIMScheduler, bool]:
+    """The DDPM reverse step as diffusers' DDIM step with eta = 1, which takes its noise as an argument.
+
+    With eta = 1 the DDIM step is the DDPM ancestral step with the posterior variance beta-tilde (Song et al.
+    2021, eq. 16), over any subsequence of timesteps; the fixed large variance beta_t adds the difference.
+
+    Returns:
+        ``(ddim, large)``: the DDIM scheduler with the same timesteps, and whether the variance is ``fixed_large``.
+    """
+    config = dict(scheduler.config)
+    ddim = DDIMScheduler(
+        num_train_timesteps=config["num_train_timesteps"], beta_schedule=config["beta_schedule"],
+        prediction_type=config["prediction_type"], clip_sample=config["clip_sample"],
+        timestep_spacing=config["timestep_spacing"], set_alpha_to_one=True,
+    )
+    ddim.set_timesteps(int(scheduler.num_inference_steps), device=scheduler.timesteps.device)
+    if not torch.equal(ddim.timesteps.cpu(), scheduler.timesteps.cpu()):
+        raise DiffusionConfigError("the DDIM form of the DDPM sampler got other timesteps; report this as a bug")
+    return ddim, config["variance_type"] == "fixed_large"
+
+
+def _large_minus_small(ddim: DDIMScheduler, timestep: int) -> float:
+    """beta_t - beta_tilde_t of the step from ``timestep`` to the previous sampling timestep."""
+    previous = timestep - ddim.config.num_train_timesteps // ddim.num_inference_steps
+    abar_t = float(ddim.alphas_cumprod[timestep])
+    abar_s = float(ddim.alphas_cumprod[previous]) if previous >= 0 else 1.0
+    beta = 1 - abar_t / abar_s
+    return beta - (1 - abar_s) / (1 - abar_t) * beta
+
+
 @torch.no_grad()
 def sample_loop(
     denoise: Denoiser,
@@ -95,6 +160,7 @@ def sample_loop(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     extra_variance: Callable[[int, int], float] | None = None,
+    members: int = 1,
 ) -> torch.Tensor:
     """Run the reverse process from pure noise; return the final field (observed merged, land = 0).
 
@@ -109,29 +175,38 @@ def sample_loop(
             scheduler's own noise (see :func:`analytic_extra_variance`).
         generator: CPU (or ``device``) generator of every noise draw, or None.
         device: where the sample lives.
+        members: ensemble members per input in the rows of ``shape`` (sample-major); above 1 every noise draw
+            is antithetic between member pairs (:func:`antithetic_noise`), 1 draws plain noise.
 
     Returns:
         (B, C, H, W) float32 final field in the denoiser's units, ``observed`` where ``observed_mask`` is 1, 0 on
         land.
     """
     device = torch.device(device)
-    sample = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-    sample = sample * scheduler.init_noise_sigma
-    step_kwargs = {"eta": float(eta)} if isinstance(scheduler, DDIMScheduler) else {}
+
+    def noise() -> torch.Tensor:
+        return antithetic_noise(shape, members, generator, device)
+
+    large = False
+    if isinstance(scheduler, DDPMScheduler):  # its step draws its own noise: run it as DDIM with eta = 1
+        scheduler, large = _ddpm_as_ddim(scheduler)
+        eta = 1.0
+    sample = noise() * scheduler.init_noise_sigma
     for timestep in scheduler.timesteps:
         t_batch = torch.full((shape[0],), int(timestep), device=device, dtype=torch.long)
         if replace_observed:
-            noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-            noised_obs = scheduler.add_noise(observed, noise, t_batch)
+            noised_obs = scheduler.add_noise(observed, noise(), t_batch)
             sample = merge_observed(sample, noised_obs, observed_mask)
         sample = sample * land_mask
         model_output = denoise(sample, t_batch).float()
-        sample = scheduler.step(model_output, timestep, sample, generator=generator, **step_kwargs).prev_sample
+        step_noise = noise() if eta > 0 else None
+        sample = scheduler.step(model_output, timestep, sample, eta=float(eta), variance_noise=step_noise).prev_sample
+        variance = _large_minus_small(scheduler, int(timestep)) if large else 0.0
         if extra_variance is not None:
-            variance = float(extra_variance(int(timestep), int(scheduler.previous_timestep(timestep))))
-            if variance > 0:
-                noise = randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
-                sample = sample + variance**0.5 * noise
+            previous = int(timestep) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+            variance += float(extra_variance(int(timestep), previous))
+        if variance > 0:
+            sample = sample + variance**0.5 * noise()
     return merge_observed(sample, observed, observed_mask) * land_mask
 
 
