@@ -27,6 +27,7 @@ from depthdif.data.dataset import PatchDataset, collate, unpack_batch
 from depthdif.data.normalization import temperature_error_to_celsius
 from depthdif.evaluation.protocol import select_val_rows
 from depthdif.models.module import load_model
+from depthdif.models.samplers import ensemble_variance
 from depthdif.train import training_batches
 
 
@@ -49,7 +50,8 @@ def score(module, batches, members: int, steps: int, inflations: list[float], la
             inflated = mean[:, None] + factor * (ensemble - mean[:, None])
             members_z = np.moveaxis(inflated.numpy(), 1, -1)[hidden]
             sums.setdefault(f"ensemble_x{factor:g}", np.zeros(4))[:] += (
-                ((inflated.mean(1).numpy()[hidden] - y) ** 2).sum(), inflated.var(1).numpy()[hidden].sum(),
+                ((inflated.mean(1).numpy()[hidden] - y) ** 2).sum(),
+                ensemble_variance(inflated.numpy(), module.antithetic_members(members), axis=1)[hidden].sum(),
                 hidden.sum(), scoringrules.crps_ensemble(y, members_z).sum())
         sigma_z = np.maximum(sigma_c.double().numpy()[hidden] / temperature_error_to_celsius(1.0), 1e-9)
         guess_z = guess.double().numpy()[hidden]

@@ -12,9 +12,15 @@ from diffusers.utils.torch_utils import randn_tensor
 from test_cokriging import SIZE, trained_first_guess_module
 
 from depthdif.data.normalization import Y_STD
-from depthdif.evaluation.metrics import ScoreAccumulator, antithetic_variance
+from depthdif.evaluation.metrics import ScoreAccumulator
 from depthdif.models.module import load_model, save_model
-from depthdif.models.samplers import _ddpm_as_ddim, _large_minus_small, antithetic_noise, make_sampler
+from depthdif.models.samplers import (
+    _ddpm_as_ddim,
+    _large_minus_small,
+    antithetic_noise,
+    ensemble_variance,
+    make_sampler,
+)
 from depthdif.models.shrinkage import (
     HIDDEN_FRACTION_EDGES,
     SHRINKAGE_TIME_BINS,
@@ -88,7 +94,11 @@ def test_antithetic_spread_is_unbiased_and_calibrated():
     truth = mean + sigma * rng.normal(size=n)
     draws = sigma * rng.normal(size=(members // 2, n))
     ensemble = mean + np.concatenate([draws, -draws])
-    assert float(antithetic_variance(ensemble).mean()) == pytest.approx(sigma**2, rel=0.02)
+    assert float(ensemble_variance(ensemble, antithetic=True).mean()) == pytest.approx(sigma**2, rel=0.02)
+    # an odd member and a lone pair
+    odd = np.concatenate([ensemble, mean + sigma * rng.normal(size=(1, n))])
+    assert float(ensemble_variance(odd, antithetic=True).mean()) == pytest.approx(sigma**2, rel=0.02)
+    assert float(ensemble_variance(ensemble[[0, 4]], antithetic=True).mean()) == pytest.approx(sigma**2, rel=0.05)
     # the plain estimator would count the partners' distance twice: 2 sigma^2 N / (N - 1) per pair of pairs
     assert float(ensemble.var(axis=0, ddof=1).mean()) == pytest.approx(sigma**2 * members / (members - 1), rel=0.02)
     region = np.ones(n, dtype=bool)

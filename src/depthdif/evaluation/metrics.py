@@ -39,6 +39,7 @@ import pandas as pd
 import scoringrules
 
 from depthdif.errors import DepthDifError
+from depthdif.models.samplers import ensemble_variance
 
 logger = logging.getLogger(__name__)
 
@@ -115,25 +116,6 @@ class BandScore:
         )
 
 
-def antithetic_variance(members: np.ndarray) -> np.ndarray:
-    """Unbiased variance of an ensemble drawn in antithetic pairs, from the pairs of members of different draws.
-
-    Args:
-        members: (N, n) members, N >= 3, member k + N // 2 the antithetic partner of member k (k < N // 2).
-
-    Returns:
-        (n,) the mean over non-partner pairs of ``(x_j - x_k)^2 / 2``, in the members' units squared.
-    """
-    n_members = members.shape[0]
-    half = n_members // 2
-    pairs = n_members * (n_members - 1) / 2 - half
-    if pairs <= 0:
-        raise ScoreInputError(f"an antithetic ensemble needs at least 3 members to estimate its spread; got {n_members}")
-    all_pairs = n_members * ((members - members.mean(axis=0)) ** 2).sum(axis=0)  # sum over j < k of (x_j - x_k)^2
-    partners = ((members[:half] - members[half : 2 * half]) ** 2).sum(axis=0)
-    return (all_pairs - partners) / (2 * pairs)
-
-
 def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, sigma: np.ndarray | None = None,
                antithetic: bool = False) -> _Sums:
     """Sums of one band: ``pred`` of truth's shape (deterministic) or with a leading member axis; with ``sigma``
@@ -188,11 +170,10 @@ def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, sigma: n
         return sums
     n_members = x.shape[0]
     if is_ensemble and n_members > 1 and y.size:
+        variance = ensemble_variance(x, antithetic)
+        # independent members: the (N+1)/N of the mean's own sampling error; antithetic pairs remove it (module doc)
+        sums.corrected_var = float((1.0 if antithetic else (n_members + 1) / n_members) * variance.sum())
         sums.ensemble_n = sums.n
-        if antithetic and n_members > 2:
-            sums.corrected_var = float(antithetic_variance(x).sum())
-        else:
-            sums.corrected_var = float((n_members + 1) / n_members * x.var(axis=0, ddof=1).sum())
         sums.ensemble_sse = sums.sse
     return sums
 

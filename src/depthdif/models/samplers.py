@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
@@ -114,6 +115,39 @@ def antithetic_noise(shape: tuple[int, ...], members: int, generator: torch.Gene
                         dtype=torch.float32)
     paired = torch.cat([draw[:, :half], -draw[:, :half], draw[:, half:]], dim=1)
     return paired.reshape(shape)
+
+
+def ensemble_variance(members: np.ndarray, antithetic: bool, axis: int = 0) -> np.ndarray:
+    """Unbiased estimate of the variance each member is drawn with, from an ensemble along ``axis``.
+
+    Independent members: the sample variance (ddof = 1). Members drawn in antithetic pairs
+    (:func:`antithetic_noise`: member k + N // 2 the partner of member k) are dependent, and a pair's distance
+    says nothing about the spread (for a sampler linear in its noise it is twice the member's deviation): the
+    mean of ``(x_j - x_k)^2 / 2`` over the pairs of members of different draws, which is unbiased.
+
+    Args:
+        members: the ensemble, N members along ``axis``.
+        antithetic: the members were drawn in antithetic pairs.
+        axis: the member axis.
+
+    Returns:
+        ``members``' shape without ``axis``, float64, squared units of ``members``; 0 for one member. An
+        antithetic pair alone (N = 2) has no two independent members: its squared deviation from the pair's mean,
+        unbiased where the sampler is linear in its noise.
+    """
+    x = np.moveaxis(np.asarray(members, dtype=np.float64), axis, 0)
+    n_members = x.shape[0]
+    if n_members < 2:
+        return np.zeros(x.shape[1:])
+    if not antithetic:
+        return x.var(axis=0, ddof=1)
+    half = n_members // 2
+    pairs = n_members * (n_members - 1) / 2 - half
+    if pairs <= 0:
+        return ((x - x.mean(axis=0)) ** 2).mean(axis=0)
+    all_pairs = n_members * ((x - x.mean(axis=0)) ** 2).sum(axis=0)  # sum over j < k of (x_j - x_k)^2
+    partners = ((x[:half] - x[half : 2 * half]) ** 2).sum(axis=0)
+    return (all_pairs - partners) / (2 * pairs)
 
 
 def _ddpm_as_ddim(scheduler: DDPMScheduler) -> tuple[DDIMScheduler, bool]:

@@ -21,6 +21,7 @@ from depthdif.data.normalization import (
     temperature_normalize,
 )
 from depthdif.errors import DepthDifError
+from depthdif.models.samplers import ensemble_variance
 
 
 class DeviceError(DepthDifError, RuntimeError):
@@ -262,7 +263,8 @@ def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: in
         seed: seed of the noise, drawn on the CPU (the same ensemble on any device).
 
     Returns:
-        ``(mean, std, members)``: mean and std (B, C, H, W) °C over the members, members (B, N, C, H, W) °C.
+        ``(mean, std, members)``: mean and std (B, C, H, W) °C over the members (the std estimated without bias,
+        :func:`depthdif.models.samplers.ensemble_variance`), members (B, N, C, H, W) °C.
     """
     # the noise is drawn on the CPU whatever the device (same seed, same ensemble on a GPU or a CPU)
     generator = torch.Generator().manual_seed(seed)
@@ -272,7 +274,9 @@ def sample_celsius(module, batch: dict, ensemble_size: int, steps: int, seed: in
     ocean = batch["land_mask"].numpy()[:, None] > 0
     members = np.where(ocean, temperature_denormalize(members_z), np.nan)
     mean = np.where(ocean[:, 0], temperature_denormalize(members_z.mean(axis=1)), np.nan)
-    std = np.where(ocean[:, 0], temperature_error_to_celsius(members_z.std(axis=1)), np.nan)
+    # unbiased for independent members and for antithetic pairs alike (samplers.ensemble_variance)
+    variance = ensemble_variance(members_z, module.antithetic_members(ensemble_size), axis=1)
+    std = np.where(ocean[:, 0], temperature_error_to_celsius(np.sqrt(np.maximum(variance, 0.0))), np.nan)
     return mean, std, members
 
 
