@@ -63,6 +63,12 @@ def test_consistency_rules(tmp_path):
         load_config([], {"source": {"kind": "local"}})
     with pytest.raises(ConfigError, match="temp_v1_band"):
         load_config([], {"dataset": {"temp_v1_band": 9}})
+    # the synthetic ocean writes thetao and zos only: another name is refused by validate, not after a download
+    with pytest.raises(ConfigError, match=r"surface_variables \['zoss'\].*synthetic"):
+        load_config([], {"export": {"surface_variables": ["zos", "zoss"]}})
+    with pytest.raises(ConfigError, match="export.variable 'so'"):
+        load_config([], {"export": {"variable": "so"}})
+    assert load_config([], {"export": {"surface_variables": ["zoss"]}, "source": {"kind": "local", "local_dir": "x"}})
 
 
 def test_deep_merge_keeps_siblings():

@@ -23,7 +23,7 @@ from ocean_stats import (
 from scipy import ndimage
 
 from depthdif import glorys
-from depthdif.config import ConfigError, validate_config
+from depthdif.config import SYNTHETIC_SURFACE_VARIABLES, SYNTHETIC_VARIABLES, ConfigError, validate_config
 from depthdif.sources import synthetic
 
 REAL_DIR = Path(__file__).parent / "data" / "glorys12_nwmexico"
@@ -81,6 +81,8 @@ def test_file_mirrors_real_glorys_layout(written):
     assert written.name == "mercatorglorys12v1_gl12_mean_201011.nc"
     assert syn["thetao"].dims == real["thetao"].dims == ("time", "depth", "latitude", "longitude")
     assert syn["zos"].dims == real["zos"].dims
+    # exactly what the config check lets a synthetic run export (config.SYNTHETIC_*VARIABLES)
+    assert set(syn.data_vars) == {*SYNTHETIC_VARIABLES, *SYNTHETIC_SURFACE_VARIABLES}
     assert syn.sizes["time"] == 1 and syn.sizes["depth"] == 50
     np.testing.assert_allclose(syn["depth"].values, glorys.DEPTH_LEVELS_M, rtol=1e-6)
     for name in ("thetao", "zos"):

@@ -137,6 +137,8 @@ def check_consistency(config: dict) -> None:
         raise ConfigError("source.kind is 'local' but source.local_dir is not set: give the folder of *.nc files.")
     if config["source"]["kind"] == "copernicus":
         check_copernicus_variables(config)
+    if config["source"]["kind"] == "synthetic":
+        check_synthetic_variables(config)
     if "eo_4band" in config["variants"] and len(export["depth_indices"]) < 2:
         raise ConfigError(
             "variant eo_4band needs export.depth_indices with the surface first and at least one deeper level."
@@ -146,6 +148,32 @@ def check_consistency(config: dict) -> None:
             f"dataset.temp_v1_band ({dataset['temp_v1_band']}) is not one of the "
             f"{len(export['depth_indices'])} exported channels (export.depth_indices)."
         )
+
+
+# what depthdif.sources.synthetic writes (its test checks the files hold exactly these)
+SYNTHETIC_VARIABLES = ("thetao",)
+SYNTHETIC_SURFACE_VARIABLES = ("zos",)
+
+
+def check_synthetic_variables(config: Mapping) -> None:
+    """The synthetic ocean writes ``thetao`` and the surface variable ``zos`` only: export.variable and
+    export.surface_variables must name those (caught here, by ``depthdif validate``, not after the download).
+
+    Args:
+        config: a config.
+
+    Raises:
+        ConfigError: naming the unknown variable, the key and what the synthetic ocean offers.
+    """
+    export = config["export"]
+    if export["variable"] not in SYNTHETIC_VARIABLES:
+        raise ConfigError(f"export.variable '{export['variable']}': the synthetic ocean (source.kind: synthetic) "
+                          f"writes {list(SYNTHETIC_VARIABLES)} only.")
+    unknown = [name for name in export.get("surface_variables") or () if name not in SYNTHETIC_SURFACE_VARIABLES]
+    if unknown:
+        raise ConfigError(f"export.surface_variables {unknown}: the synthetic ocean (source.kind: synthetic) writes "
+                          f"the surface variables {list(SYNTHETIC_SURFACE_VARIABLES)} only; remove the others or use "
+                          "source.kind copernicus or local.")
 
 
 def check_copernicus_variables(config: Mapping) -> None:
