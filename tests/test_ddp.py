@@ -91,7 +91,12 @@ def test_both_ranks_end_identical_and_only_rank0_writes(ddp_run):
     saved = dict(payload["state_dict"])
     measured = saved.pop("x0_error_table")
     assert (measured >= 0).all() and (rank1["ema_state_dict"]["x0_error_table"] < 0).all()
-    _assert_same_tensors(saved, {k: v for k, v in rank1["ema_state_dict"].items() if k != "x0_error_table"})
+    # and the shrinkage of the network's correction, fitted after fit too (1 = unfitted during training)
+    shrinkage = saved.pop("output_shrinkage")
+    assert not torch.equal(shrinkage, torch.ones_like(shrinkage))
+    assert torch.equal(rank1["ema_state_dict"]["output_shrinkage"], torch.ones_like(shrinkage))
+    fitted = ("x0_error_table", "output_shrinkage")
+    _assert_same_tensors(saved, {k: v for k, v in rank1["ema_state_dict"].items() if k not in fitted})
 
     # one logger folder, every global step logged once (not once per rank)
     train = ddp_run["out"] / "train"

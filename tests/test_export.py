@@ -58,7 +58,10 @@ def make_raw(tmp_path: Path, names=(NOV, DEC)) -> tuple[Path, Path]:
 
 def config_for(tmp_path: Path, **export) -> dict:
     settings = {"patch_size": SIZE, "stride": SIZE, "depth_indices": LEVELS, **export}
-    return validate_config({"data_dir": str(tmp_path / "data"), "export": settings, "variants": ["temp_v1"]})
+    # the files are real GLORYS12 ones (any variable they hold), not the synthetic ocean's
+    source = {"kind": "local", "local_dir": str(tmp_path / "data" / "raw")}
+    return validate_config({"data_dir": str(tmp_path / "data"), "export": settings, "variants": ["temp_v1"],
+                            "source": source})
 
 
 def reference(path: Path, variable: str = "thetao", levels=LEVELS) -> dict:

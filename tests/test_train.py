@@ -86,6 +86,9 @@ def test_model_ckpt_holds_the_ema_of_the_raw_weights(tmp_path):
     assert saved.keys() == expected.keys()
     # measured on training batches after fit (the analytic reverse variance), not averaged
     assert (saved["x0_error_table"] >= 0).all() and (expected.pop("x0_error_table") < 0).all()
+    # the shrinkage of the network's correction: fitted after fit (1 while training)
+    unfitted = expected.pop("output_shrinkage")
+    assert torch.equal(unfitted, torch.ones_like(unfitted)) and not torch.equal(saved["output_shrinkage"], unfitted)
     for k in expected:
         assert torch.allclose(saved[k], expected[k], atol=1e-6), k
     moved = [k for k in expected if not torch.allclose(recorder.history[-1][k], expected[k])]
