@@ -264,3 +264,18 @@ def test_evaluation_scores_every_method_at_each_profile_density(tiny_profiles):
     if unreached[1.0]["n_patches"]:
         assert "diffusion_ens_mean" in unreached[1.0]["rmse_c"] and "oi" not in unreached[1.0]["rmse_c"]
     assert (out / "figures" / "rmse_vs_profile_density.png").stat().st_size > 0
+    # per-location sums of the profile levels too, so that two runs' ratios there carry location intervals
+    located = pd.read_csv(out / "location_sums.csv", dtype={"location": str})
+    at_profiles = located[located["observations"] == "profiles"]
+    assert set(at_profiles["profile_density_factor"]) == {1.0, 4.0, 16.0} and at_profiles["mask_fraction"].isna().all()
+    assert set(located.loc[located["observations"] == "rectangles", "mask_fraction"]) == {0.95}
+    scored = profiles[profiles["method"] == "oi"].groupby("profile_density_factor")["n_pixels"].sum()
+    np.testing.assert_array_equal(at_profiles[at_profiles["method"] == "oi"].groupby("profile_density_factor")[
+        "n_pixels"].sum(), scored)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_runs", Path(__file__).parents[1] / "bench" / "compare_runs.py")
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    entries = {e["metric"]: e for e in compare.paired_ratios(located, located, ["oi"], pooled=False)}
+    assert entries["rmse_ratio/oi/92.3m/profiles_4x"]["value"] == 1.0 and "rmse_ratio/oi/92.3m/0.95" in entries

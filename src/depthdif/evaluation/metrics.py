@@ -284,7 +284,8 @@ class LocationSums:
     n_b: np.ndarray  # (L,) pixels
 
 
-LOCATION_COLUMNS = ("method", "band", "depth_m", "mask_fraction", "location", "sse_c2", "n_pixels")
+LOCATION_COLUMNS = ("method", "band", "depth_m", "mask_fraction", "observations", "profile_density_factor", "location",
+                    "sse_c2", "n_pixels")
 
 
 @dataclass
@@ -406,19 +407,30 @@ class ScoreAccumulator:
             n_b=np.array([b.get(location, zero)[1] for location in locations], dtype=np.float64),
         )
 
-    def location_frame(self) -> pd.DataFrame:
-        """Per-location sums as a long table: ``method, band, depth_m, mask_fraction, location, sse_c2,
-        n_pixels`` (``location`` a ``(y0, x0)`` key written ``"y0,x0"``), one row per (method, band, level,
-        location) added with ``location=``. Two runs scored on the same val locations (e.g. with and without a
-        condition) are then compared with a paired location bootstrap (:func:`bootstrap_rmse_ratio`,
-        ``bench/compare_runs.py``)."""
+    def location_frame(self, observations: str = "rectangles") -> pd.DataFrame:
+        """Per-location sums as a long table (:data:`LOCATION_COLUMNS`), one row per (method, band, level,
+        location) added with ``location=`` (``location`` a ``(y0, x0)`` key written ``"y0,x0"``). Two runs scored
+        on the same val locations (e.g. with and without a condition) are then compared with a paired location
+        bootstrap (:func:`bootstrap_rmse_ratio`, ``bench/compare_runs.py``).
+
+        Args:
+            observations: ``rectangles`` (the accumulator's levels are occlusion levels: ``mask_fraction``) or
+                ``profiles`` (its levels are profile density factors: ``profile_density_factor``, and
+                ``mask_fraction`` is NaN).
+
+        Returns:
+            The table, columns :data:`LOCATION_COLUMNS`; squared errors in °C².
+        """
         rows = []
-        for (method, band, fraction), by_location in sorted(self._by_location.items()):
-            depth = self._cells[(method, band, fraction)].depth_m
+        for (method, band, level), by_location in sorted(self._by_location.items()):
+            depth = self._cells[(method, band, level)].depth_m
+            levels = ({"mask_fraction": math.nan, "profile_density_factor": level} if observations == "profiles"
+                      else {"mask_fraction": level, "profile_density_factor": math.nan})
             for location, (sse, n) in by_location.items():
                 key = ",".join(str(v) for v in location) if isinstance(location, tuple) else str(location)
-                rows.append({"method": method, "band": band, "depth_m": depth, "mask_fraction": fraction,
-                             "location": key, "sse_c2": float(sse), "n_pixels": int(n)})
+                rows.append({"method": method, "band": band, "depth_m": depth, **levels,
+                             "observations": observations, "location": key, "sse_c2": float(sse),
+                             "n_pixels": int(n)})
         return pd.DataFrame(rows, columns=list(LOCATION_COLUMNS))
 
     def to_frame(self, spread: bool = False) -> pd.DataFrame:

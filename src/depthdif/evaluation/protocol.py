@@ -433,10 +433,12 @@ class ProfileExperiment:
     Args:
         rows: metrics.csv rows of the profile levels (contract columns first).
         summary: metrics.json's ``profiles`` section.
+        locations: location_sums.csv rows of the profile levels (``ScoreAccumulator.location_frame``).
     """
 
     rows: pd.DataFrame
     summary: dict
+    locations: pd.DataFrame
 
 
 
@@ -507,7 +509,8 @@ def profile_experiment(config: Mapping, variant: str, rows: pd.DataFrame, eval_c
         "headline": headline,
         "unreached": unreached,
     }
-    return ProfileExperiment(rows=out[list(frame.columns) + list(OBSERVING_COLUMNS)], summary=summary)
+    return ProfileExperiment(rows=out[list(frame.columns) + list(OBSERVING_COLUMNS)], summary=summary,
+                             locations=scores.location_frame("profiles"))
 
 
 def run_evaluation(config: Mapping, variant: str, model_ckpt: Path, out_dir: Path,
@@ -636,7 +639,8 @@ def _score_passes(module, config: Mapping, variant: str, index: pd.DataFrame, ro
         profiles = profile_experiment(config, variant, rows, eval_config, depths, score_level)
         plot_rmse_vs_profile_density(profiles.rows, figures_dir / "rmse_vs_profile_density.png")
     metrics = scores.to_frame(spread=True)
-    atomic_to_csv(scores.location_frame(), files.location_sums)
+    located = [scores.location_frame()] + ([profiles.locations] if profiles is not None else [])
+    atomic_to_csv(pd.concat(located, ignore_index=True), files.location_sums)
     sweep = steps_sweep(module, sweep_items, depths, settings["steps_sweep"], max_batches=SWEEP_BATCHES, seed=seed)
     plot_rmse_vs_occlusion(metrics, figures_dir / "rmse_vs_occlusion.png")
     plot_rmse_vs_steps(sweep, figures_dir / "rmse_vs_ddim_steps.png")
