@@ -7,20 +7,13 @@ import numpy as np
 import pytest
 import torch
 from batch_factory import TinyDataModule, make_batch, tiny_config
-from diffusers import DDPMScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from test_cokriging import SIZE, trained_first_guess_module
 
 from depthdif.data.normalization import Y_STD
 from depthdif.evaluation.metrics import ScoreAccumulator
 from depthdif.models.module import load_model, save_model
-from depthdif.models.samplers import (
-    _ddpm_as_ddim,
-    _large_minus_small,
-    antithetic_noise,
-    ensemble_variance,
-    make_sampler,
-)
+from depthdif.models.samplers import antithetic_noise, ddpm_step, ensemble_variance, make_sampler
 from depthdif.models.shrinkage import (
     HIDDEN_FRACTION_EDGES,
     SHRINKAGE_TIME_BINS,
@@ -45,30 +38,16 @@ def test_antithetic_noise_pairs_members_within_each_input():
 
 
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
-def test_ddpm_step_in_ddim_form_is_diffusers_ddpm_step(variance_type):
-    config = {**MODEL, "ddpm_variance": "small" if variance_type == "fixed_small" else "large"}
-    ddpm = make_sampler("ddpm", config, 10)
-    ddim, large = _ddpm_as_ddim(ddpm)
-    assert large == (variance_type == "fixed_large")
+@pytest.mark.parametrize(("spacing", "steps"), [("trailing", 10), ("trailing", 7), ("leading", 10), ("linspace", 7)])
+def test_ddpm_step_with_given_noise_is_diffusers_ddpm_step(variance_type, spacing, steps):
+    config = {**MODEL, "timestep_spacing": spacing, "ddpm_variance": "small" if variance_type == "fixed_small" else "large"}
+    ddpm = make_sampler("ddpm", config, steps)
+    assert ddpm.config.variance_type == variance_type
     sample, x0 = torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8)
-    for timestep in ddpm.timesteps[:-1]:
-        reference = DDPMScheduler(**{k: ddpm.config[k] for k in ("num_train_timesteps", "beta_schedule",
-                                                                 "prediction_type", "clip_sample",
-                                                                 "timestep_spacing")}, variance_type=variance_type)
-        reference.set_timesteps(10)
-        expected = reference.step(x0, timestep, sample, generator=torch.Generator().manual_seed(3)).prev_sample
+    for timestep in ddpm.timesteps:
+        expected = ddpm.step(x0, timestep, sample, generator=torch.Generator().manual_seed(3)).prev_sample
         noise = randn_tensor(sample.shape, generator=torch.Generator().manual_seed(3))
-        small = reference._get_variance(int(timestep)) if variance_type == "fixed_small" else None
-        got = ddim.step(x0, timestep, sample, eta=1.0, variance_noise=noise).prev_sample
-        if variance_type == "fixed_small":
-            torch.testing.assert_close(got, expected, rtol=1e-3, atol=3e-4)  # float32 rounding of two formulas
-            assert float(small) > 0
-        else:  # the same mean; the variance beta_t split into beta-tilde and the rest
-            mean = ddim.step(x0, timestep, sample, eta=1.0, variance_noise=torch.zeros_like(sample)).prev_sample
-            beta = float(reference._get_variance(int(timestep)))
-            torch.testing.assert_close(expected - mean, beta**0.5 * noise, rtol=1e-3, atol=3e-4)
-            tilde = float(ddim._get_variance(int(timestep), int(timestep) - 100))
-            assert tilde + _large_minus_small(ddim, int(timestep)) == pytest.approx(beta, rel=1e-5)
+        torch.testing.assert_close(ddpm_step(ddpm, x0, int(timestep), sample, noise), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("variant", ["temp_v1", "eo_4band"])

@@ -150,34 +150,48 @@ def ensemble_variance(members: np.ndarray, antithetic: bool, axis: int = 0) -> n
     return (all_pairs - partners) / (2 * pairs)
 
 
-def _ddpm_as_ddim(scheduler: DDPMScheduler) -> tuple[DDIMScheduler, bool]:
-    """The DDPM reverse step as diffusers' DDIM step with eta = 1, which takes its noise as an argument.
+def ddpm_step(scheduler: DDPMScheduler, model_output: torch.Tensor, timestep: int, sample: torch.Tensor,
+              noise: torch.Tensor) -> torch.Tensor:
+    """One DDPM ancestral step from ``timestep`` to the scheduler's previous sampling timestep, with the noise
+    given (``DDPMScheduler.step`` draws its own, which antithetic pairs cannot use).
 
-    With eta = 1 the DDIM step is the DDPM ancestral step with the posterior variance beta-tilde (Song et al.
-    2021, eq. 16), over any subsequence of timesteps; the fixed large variance beta_t adds the difference.
+    The posterior q(x_s | x_t, x0) of Ho et al. (2020, eqs. 6-7) over the skipped interval, ``beta' = 1 -
+    abar_t / abar_s``: mean ``sqrt(abar_s) beta' / (1 - abar_t) x0 + sqrt(1 - beta') (1 - abar_s) / (1 - abar_t)
+    x_t``, variance ``beta'`` (``fixed_large``) or ``(1 - abar_s) / (1 - abar_t) beta'`` (``fixed_small``); the
+    same quantities, previous timestep and final step (abar = 1) as ``DDPMScheduler.step`` (equal to it for the
+    same noise, tested).
+
+    Args:
+        scheduler: a DDPMScheduler with its timesteps set (``variance_type`` fixed_small or fixed_large).
+        model_output: (B, ...) the network's x0 (``prediction_type`` sample) or noise (epsilon) estimate.
+        timestep: the current training timestep t.
+        sample: (B, ...) x_t.
+        noise: (B, ...) standard normal noise of the step.
 
     Returns:
-        ``(ddim, large)``: the DDIM scheduler with the same timesteps, and whether the variance is ``fixed_large``.
+        (B, ...) x_s.
+
+    Raises:
+        DiffusionConfigError: a variance type or prediction type this step does not implement.
     """
-    config = dict(scheduler.config)
-    ddim = DDIMScheduler(
-        num_train_timesteps=config["num_train_timesteps"], beta_schedule=config["beta_schedule"],
-        prediction_type=config["prediction_type"], clip_sample=config["clip_sample"],
-        timestep_spacing=config["timestep_spacing"], set_alpha_to_one=True,
-    )
-    ddim.set_timesteps(int(scheduler.num_inference_steps), device=scheduler.timesteps.device)
-    if not torch.equal(ddim.timesteps.cpu(), scheduler.timesteps.cpu()):
-        raise DiffusionConfigError("the DDIM form of the DDPM sampler got other timesteps; report this as a bug")
-    return ddim, config["variance_type"] == "fixed_large"
-
-
-def _large_minus_small(ddim: DDIMScheduler, timestep: int) -> float:
-    """beta_t - beta_tilde_t of the step from ``timestep`` to the previous sampling timestep."""
-    previous = timestep - ddim.config.num_train_timesteps // ddim.num_inference_steps
-    abar_t = float(ddim.alphas_cumprod[timestep])
-    abar_s = float(ddim.alphas_cumprod[previous]) if previous >= 0 else 1.0
+    config = scheduler.config
+    if config.variance_type not in ("fixed_small", "fixed_large"):
+        raise DiffusionConfigError(f"DDPM variance type {config.variance_type!r} is not supported by the sampler")
+    previous = int(scheduler.previous_timestep(timestep))
+    abar_t = float(scheduler.alphas_cumprod[timestep])
+    abar_s = float(scheduler.alphas_cumprod[previous]) if previous >= 0 else 1.0
     beta = 1 - abar_t / abar_s
-    return beta - (1 - abar_s) / (1 - abar_t) * beta
+    if config.prediction_type == "sample":
+        x0 = model_output
+    elif config.prediction_type == "epsilon":
+        x0 = (sample - (1 - abar_t) ** 0.5 * model_output) / abar_t**0.5
+    else:
+        raise DiffusionConfigError(f"prediction type {config.prediction_type!r} is not supported by the DDPM step")
+    mean = (abar_s**0.5 * beta / (1 - abar_t)) * x0 + ((1 - beta) ** 0.5 * (1 - abar_s) / (1 - abar_t)) * sample
+    if timestep <= 0:  # diffusers adds no noise at t = 0
+        return mean
+    variance = beta if config.variance_type == "fixed_large" else max((1 - abar_s) / (1 - abar_t) * beta, 1e-20)
+    return mean + variance**0.5 * noise
 
 
 @torch.no_grad()
@@ -221,10 +235,7 @@ def sample_loop(
     def noise() -> torch.Tensor:
         return antithetic_noise(shape, members, generator, device)
 
-    large = False
-    if isinstance(scheduler, DDPMScheduler):  # its step draws its own noise: run it as DDIM with eta = 1
-        scheduler, large = _ddpm_as_ddim(scheduler)
-        eta = 1.0
+    ddpm = isinstance(scheduler, DDPMScheduler)
     sample = noise() * scheduler.init_noise_sigma
     for timestep in scheduler.timesteps:
         t_batch = torch.full((shape[0],), int(timestep), device=device, dtype=torch.long)
@@ -233,14 +244,15 @@ def sample_loop(
             sample = merge_observed(sample, noised_obs, observed_mask)
         sample = sample * land_mask
         model_output = denoise(sample, t_batch).float()
-        step_noise = noise() if eta > 0 else None
-        sample = scheduler.step(model_output, timestep, sample, eta=float(eta), variance_noise=step_noise).prev_sample
-        variance = _large_minus_small(scheduler, int(timestep)) if large else 0.0
+        if ddpm:
+            sample = ddpm_step(scheduler, model_output, int(timestep), sample, noise())
+        else:
+            step_noise = noise() if eta > 0 else None
+            sample = scheduler.step(model_output, timestep, sample, eta=float(eta), variance_noise=step_noise).prev_sample
         if extra_variance is not None:
-            previous = int(timestep) - scheduler.config.num_train_timesteps // scheduler.num_inference_steps
-            variance += float(extra_variance(int(timestep), previous))
-        if variance > 0:
-            sample = sample + variance**0.5 * noise()
+            variance = float(extra_variance(int(timestep), int(scheduler.previous_timestep(timestep))))
+            if variance > 0:
+                sample = sample + variance**0.5 * noise()
     return merge_observed(sample, observed, observed_mask) * land_mask
 
 
