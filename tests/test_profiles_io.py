@@ -361,7 +361,7 @@ def test_cli_reconstructs_from_an_argo_file(tmp_path, checkpoints, capsys):
     assert result.attrs["profiles_outside_grid"] == 2 and result.attrs["profiles_outside_month"] == 1
     assert result.attrs["profiles_used"] == 40 and result.attrs["profiles_month"] == "2010-11"
     assert result.attrs["source"] == ("DepthDif temp_v1 model temp_v1.ckpt applied to the profiles of argo.nc "
-                                      "(1 members, 2 DDIM steps, seed 0)")
+                                      "(1 members, 2 DDPM steps, seed 0)")
     count = result["observation_count"].isel(time=0, depth=0).values
     assert count.sum() == 40 and count[rows, cols].tolist() == [1] * 40
     # PRES in dbar: 92.3 dbar lie at 91.7 m, so the model's 92.33 m is interpolated towards the 318 dbar sample

@@ -128,7 +128,7 @@ def test_cli_reconstruct_seed_reaches_the_sampler(tmp_path):
     ocean = np.isfinite(same["thetao_std"].values)
     assert ocean.sum() > 1000
     assert not np.allclose(same["thetao_std"].values[ocean], other["thetao_std"].values[ocean])
-    assert "(2 members, 2 DDIM steps, seed 1)" in same.attrs["source"]
+    assert "(2 members in antithetic pairs, 2 DDPM steps, seed 1)" in same.attrs["source"]
     assert "seed 2" in other.attrs["source"]
 
 
@@ -198,3 +198,17 @@ def test_cells_without_any_observation_within_a_tile_are_left_nan(tmp_path, capl
     assert np.isfinite(recon.values[near]).all()
     assert far.any() and np.isnan(recon.values[far]).all()
     assert any("no observation of their band within one 32 px tile" in r.getMessage() for r in caplog.records)
+
+
+def test_ensemble_size_and_steps_must_be_whole_numbers_and_the_output_says_how_it_sampled(tmp_path, caplog):
+    checkpoint = untrained_checkpoint(tmp_path, "temp_v1")
+    obs = sparse_observations(tmp_path)
+    for bad in ({"ensemble_size": 2.5}, {"ensemble_size": True}, {"ensemble_size": 0}, {"steps": 2.7}):
+        with pytest.raises(ReconstructionError, match=f"{next(iter(bad))} must be a whole number"):
+            reconstruct_file(checkpoint, obs, tmp_path / "out.nc", **{"ensemble_size": 2, "steps": 2, **bad})
+    assert not (tmp_path / "out.nc").exists()
+    with caplog.at_level("WARNING"):
+        out = reconstruct_file(checkpoint, obs, tmp_path / "out.nc", ensemble_size=3, steps=2)
+    assert "ensemble_size 3 is odd" in caplog.text
+    source = xr.open_dataset(out).attrs["source"]
+    assert "3 members in antithetic pairs, 2 DDPM steps" in source and "DDIM" not in source

@@ -157,3 +157,21 @@ def test_a_format_5_model_keeps_its_network_as_trained(tmp_path):
     payload["format_version"] = 5
     torch.save(payload, path)
     assert torch.equal(load_model(path).output_shrinkage, torch.ones_like(module.output_shrinkage))
+
+
+def test_independent_members_and_the_mean_sampling_factor():
+    from depthdif.models.samplers import independent_members, mean_sampling_factor
+
+    assert independent_members(8, True) == [0, 1, 2, 3]
+    assert independent_members(3, True) == [0, 2] and independent_members(5, True) == [0, 1, 4]
+    assert independent_members(5, False) == [0, 1, 2, 3, 4] and independent_members(1, True) == [0]
+    for members in (3, 5, 8):  # the partner indices never both appear
+        chosen = set(independent_members(members, True))
+        assert all(not {k, k + members // 2} <= chosen for k in range(members // 2))
+    assert mean_sampling_factor(8, False) == pytest.approx(9 / 8)
+    assert mean_sampling_factor(8, True) == 1.0 and mean_sampling_factor(3, True) == pytest.approx(1 + 1 / 9)
+    # the factor is the measured squared error of the mean of an antithetic ensemble of a linear sampler
+    for members in (3, 5):
+        noise = antithetic_noise((20_000 * members, 1), members, torch.Generator().manual_seed(2)).numpy()
+        means = noise.reshape(20_000, members).mean(axis=1)
+        assert 1 + means.var() == pytest.approx(mean_sampling_factor(members, True), rel=0.01)

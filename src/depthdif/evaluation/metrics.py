@@ -39,7 +39,7 @@ import pandas as pd
 import scoringrules
 
 from depthdif.errors import DepthDifError
-from depthdif.models.samplers import ensemble_variance
+from depthdif.models.samplers import ensemble_variance, mean_sampling_factor
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +171,9 @@ def _band_sums(pred: np.ndarray, truth: np.ndarray, region: np.ndarray, sigma: n
     n_members = x.shape[0]
     if is_ensemble and n_members > 1 and y.size:
         variance = ensemble_variance(x, antithetic)
-        # independent members: the (N+1)/N of the mean's own sampling error; antithetic pairs remove it (module doc)
-        sums.corrected_var = float((1.0 if antithetic else (n_members + 1) / n_members) * variance.sum())
+        # the mean's own sampling error: (N+1)/N for independent members; antithetic pairs remove it but for the
+        # unpaired member of an odd N (module doc)
+        sums.corrected_var = float(mean_sampling_factor(n_members, antithetic) * variance.sum())
         sums.ensemble_n = sums.n
         sums.ensemble_sse = sums.sse
     return sums

@@ -59,6 +59,7 @@ from depthdif.evaluation.passes import (
 )
 from depthdif.evaluation.spectra import merge_spectral_scores, scores_from_table, spectral_table
 from depthdif.layout import EvalFiles, data_layout_of
+from depthdif.models.samplers import independent_members
 from depthdif.reconstruction.inference import (
     conditional_mean_celsius,
     first_guess_celsius,
@@ -140,8 +141,9 @@ def score_diffusion(module, items: EvalItems, fraction: float, depths: list[floa
                                         "ranks": []}
     start = 0
     antithetic = module.antithetic_members(ensemble_size)
-    # the rank histogram needs exchangeable members: with antithetic pairs, one member of each pair
-    independent = slice(0, ensemble_size - ensemble_size // 2) if antithetic else slice(None)
+    # the rank histogram needs exchangeable members: with antithetic pairs, one member of each pair (and an odd
+    # ensemble's unpaired last one)
+    independent = independent_members(ensemble_size, antithetic)
     for batch in tqdm(items.batches, desc=f"diffusion @ {fraction}", unit="batch", leave=False):
         mean, std, members = sample_celsius(module, batch, ensemble_size, steps, seed=seed + start)
         size = mean.shape[0]

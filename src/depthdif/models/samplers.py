@@ -117,6 +117,40 @@ def antithetic_noise(shape: tuple[int, ...], members: int, generator: torch.Gene
     return paired.reshape(shape)
 
 
+def independent_members(members: int, antithetic: bool) -> list[int]:
+    """Indices of mutually independent members of an ensemble: one of each antithetic pair (k < N // 2) and the
+    unpaired last member of an odd N; every member when they were drawn independently.
+
+    Args:
+        members: N.
+        antithetic: the members were drawn in antithetic pairs (:func:`antithetic_noise`).
+
+    Returns:
+        The member indices, ascending.
+    """
+    if not antithetic or members < 2:
+        return list(range(members))
+    return list(range(members // 2)) + ([members - 1] if members % 2 else [])
+
+
+def mean_sampling_factor(members: int, antithetic: bool) -> float:
+    """Expected squared error of an N-member mean over the posterior's, ``1 + (sampling variance of the mean) /
+    sigma^2``, for a calibrated ensemble and a sampler linear in its noise: ``1 + 1/N`` for independent members,
+    ``1 + (N mod 2) / N^2`` for antithetic pairs (only the unpaired member of an odd N leaves noise in the mean).
+    The factor of the spread in spread/skill (Fortin et al. 2014).
+
+    Args:
+        members: N >= 1.
+        antithetic: the members were drawn in antithetic pairs.
+
+    Returns:
+        The factor, >= 1.
+    """
+    if antithetic and members >= 2:
+        return 1.0 + (members % 2) / members**2
+    return 1.0 + 1.0 / members
+
+
 def ensemble_variance(members: np.ndarray, antithetic: bool, axis: int = 0) -> np.ndarray:
     """Unbiased estimate of the variance each member is drawn with, from an ensemble along ``axis``.
 

@@ -76,6 +76,45 @@ class GridObservations:
     surface: np.ndarray | None = None
 
 
+def sampling_description(module, ensemble_size: int, steps: int, seed: int) -> str:
+    """How the ensemble was drawn, for the output's ``source`` attribute and the log.
+
+    Args:
+        module: the loaded model (``DepthDifModule``).
+        ensemble_size: members N.
+        steps: sampling steps per member.
+        seed: sampling seed.
+
+    Returns:
+        E.g. ``"8 members in antithetic pairs, 25 DDPM steps, network correction shrunk by fitted factors, seed 0"``.
+    """
+    pairs = " in antithetic pairs" if module.antithetic_members(ensemble_size) else ""
+    sampler = str(module.model_config["sampler"]).upper()
+    fitted = bool((module.output_shrinkage != 1).any()) if module.residual else False
+    shrink = ", network correction shrunk by fitted factors" if fitted else ""
+    return f"{ensemble_size} members{pairs}, {steps} {sampler} steps{shrink}, seed {seed}"
+
+
+def check_sampling_request(module, ensemble_size, steps) -> None:
+    """Refuse an ensemble size or a step count that is not a whole number of at least 1 (a float would be cut
+    silently), and say what an odd ensemble size costs with antithetic pairs.
+
+    Args:
+        module: the loaded model (``DepthDifModule``).
+        ensemble_size: members N.
+        steps: sampling steps per member.
+
+    Raises:
+        ReconstructionError: naming the argument and its value.
+    """
+    for name, value in (("ensemble_size", ensemble_size), ("steps", steps)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ReconstructionError(f"{name} must be a whole number of at least 1, got {value!r}.")
+    if module.antithetic_members(ensemble_size) and ensemble_size % 2:
+        log.warning("ensemble_size %d is odd: its last member has no antithetic partner and its noise stays in the "
+                    "mean (an even size removes it; model.antithetic_sampling)", ensemble_size)
+
+
 def reconstruct_grid(module, grid: GridObservations, ensemble_size: int, steps: int, stride: int | None = None,
                      batch_size: int = 16, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble mean and std (°C, (C, ny, nx)) over the whole grid from overlapping tiles.
@@ -97,8 +136,10 @@ def reconstruct_grid(module, grid: GridObservations, ensemble_size: int, steps: 
         ``(mean, std)``, (C, ny, nx) float32 °C each, NaN on land.
 
     Raises:
-        ReconstructionError: the grid is smaller than one patch, or it holds no observed ocean value.
+        ReconstructionError: the grid is smaller than one patch, it holds no observed ocean value, or the ensemble
+            size or step count is not a whole number >= 1.
     """
+    check_sampling_request(module, ensemble_size, steps)
     settings = module.settings
     size = int(settings["export"]["patch_size"])
     ny, nx = grid.observed.shape[1:]
@@ -644,7 +685,7 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
         output: the NetCDF to write.
         surface: the surface (EO) field, eo_4band only (for profiles also the grid when ``grid`` is None).
         ensemble_size: members averaged into the mean.
-        steps: DDIM steps per member.
+        steps: sampling steps per member.
         date: YYYYMMDD for an observation file that states no date (``--date``).
         seed: seed of the sampler's noise (``--seed``): the same inputs and seed give the same output.
         fill_values: values (in the files' units) that mean "no value" in the observation and surface files
@@ -676,14 +717,14 @@ def reconstruct_file(checkpoint: Path, observations: Path, output: Path, surface
     module = load_model(checkpoint, map_location=inference_device(device))
     depths = target_depths(module.settings, str(checkpoint))  # first: a format-2 model fails before any reading
     grid = read_observations(Path(observations), module.settings, surface, date, tuple(fill_values))
-    log.info("reconstructing %s with the %s model %s (%d members, %d DDIM steps, seed %d)", observations,
-             module.settings["variant"], checkpoint, ensemble_size, steps, seed)
+    log.info("reconstructing %s with the %s model %s (%s)", observations, module.settings["variant"], checkpoint,
+             sampling_description(module, ensemble_size, steps, seed))
     mean, std = reconstruct_grid(module, grid, ensemble_size, steps, seed=seed)
     observed = np.isfinite(grid.observed) & grid.ocean
     lat = xr.DataArray(grid.latitude, dims="latitude", attrs=grid.latitude_attrs)
     lon = xr.DataArray(grid.longitude, dims="longitude", attrs=grid.longitude_attrs)
     ds = reconstruction_dataset(mean, std, observed, grid.ocean, lat, lon, depths, grid.date,
                                 source=f"DepthDif {module.settings['variant']} model {Path(checkpoint).name} "
-                                f"applied to {Path(observations).name} ({ensemble_size} members, {steps} DDIM "
-                                f"steps, seed {seed})")
+                                f"applied to {Path(observations).name} "
+                                f"({sampling_description(module, ensemble_size, steps, seed)})")
     return write_netcdf(ds, Path(output))

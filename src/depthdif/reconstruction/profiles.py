@@ -53,6 +53,7 @@ from depthdif.reconstruction.gridded import (
     _temperature_variable,
     reconstruct_grid,
     reconstruction_dataset,
+    sampling_description,
     write_netcdf,
 )
 from depthdif.reconstruction.inference import DEPTH_TOLERANCE, match_levels, surface_variables, target_depths
@@ -882,8 +883,8 @@ def reconstruct(profiles, surface=None, model=None, *, grid=None, date: int | No
                              model_grid.latitude_attrs, model_grid.longitude_attrs, fields)
     mean, std = reconstruct_grid(module, cells, ensemble_size, steps, seed=seed)
     return _profile_output(mean, std, binned, model_grid, day, f"DepthDif {settings['variant']} model {model_name} "
-                           f"applied to the profiles of {Path(observations.source).name} ({ensemble_size} members, "
-                           f"{steps} DDIM steps, seed {seed})")
+                           f"applied to the profiles of {Path(observations.source).name} "
+                           f"({sampling_description(module, ensemble_size, steps, seed)})")
 
 
 def _surface_eo(surface: xr.Dataset | None, where: str, grid: ModelGrid, settings: dict, grid_where: str,
